@@ -1,0 +1,76 @@
+# The project's commands. README's quickstart: `make demo` and `make test`.
+PYTHON ?= python3
+DEVENV := $(PYTHON) -m its_devenv.cli
+PYTEST_ARGS ?=
+
+.PHONY: help install build-control-plane dev-cluster dev-cluster-down dev-cluster-reset \
+        services services-down crds crds-check lint typecheck imports pytest test demo \
+        bench-serving bench-operator bench-data-plane clean
+
+help:
+	@echo "make demo              the main job: cluster, services, operator, a pipeline, live runtime"
+	@echo "make test              lint, type checks, import contracts, CRD drift check, all tests"
+	@echo "make dev-cluster       start (or reuse) the local control plane; prints KUBECONFIG"
+	@echo "make dev-cluster-down  stop it"
+	@echo "make services          start (or reuse) PostgreSQL and Redis; prints their URLs"
+	@echo "make services-down     stop them"
+	@echo "make crds              regenerate crds/ from the Python API types"
+
+install:
+	$(PYTHON) -m pip install -q -e '.[operator,runtime,dev]'
+
+build-control-plane:
+	bash devenv/its_devenv/build-control-plane.sh all
+
+dev-cluster:
+	@$(DEVENV) cluster up
+
+dev-cluster-down:
+	@$(DEVENV) cluster down
+
+dev-cluster-reset:
+	@$(DEVENV) cluster reset
+
+services:
+	@$(DEVENV) services up
+
+services-down:
+	@$(DEVENV) services down
+
+crds:
+	$(PYTHON) -m its_operator.api.crdgen
+
+crds-check:
+	$(PYTHON) -m its_operator.api.crdgen --check
+
+lint:
+	ruff check .
+	ruff format --check .
+
+typecheck:
+	mypy -p its_operator -p its_runtime -p its_devenv
+
+imports:
+	lint-imports
+
+pytest: build-control-plane
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck imports crds-check pytest
+
+demo:
+	$(PYTHON) -m its_devenv.demo
+
+bench-serving:
+	$(PYTHON) benchmarks/serving.py
+
+bench-operator:
+	$(PYTHON) benchmarks/operator_scale.py
+
+bench-data-plane:
+	$(PYTHON) benchmarks/data_plane.py
+
+clean:
+	-$(DEVENV) cluster down
+	-$(DEVENV) services down
+	rm -rf .devcluster .services .demo

@@ -1,0 +1,347 @@
+"""The runtime configuration format: defined once, used by both parts.
+
+The operator renders this model (from the AnalyticsPipeline spec) into the ConfigMap
+that the runtime pod mounts, and the runtime parses the very same model at start.
+The CRD's ``spec.model``/``spec.cameras`` schema is generated from these classes too,
+so a field, a bound or a cross-field rule is written here and nowhere else.
+
+Cross-field rules are written twice on purpose, side by side in one class: as a
+pydantic validator (so the runtime rejects a bad file with a clear message) and as a
+CEL ``x-kubernetes-validations`` rule (so the API server rejects a bad CR at apply
+time). Keys are camelCase in files and in the CR, snake_case in Python.
+
+This module must stay importable without torch: the operator image imports it.
+"""
+
+from __future__ import annotations
+
+import enum
+import pathlib
+from typing import Annotated, Any, Self
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+#: Where the operator mounts the rendered config, and the runtime looks by default.
+DEFAULT_CONFIG_PATH = "/etc/its/runtime.yaml"
+#: The key of the rendered config inside the ConfigMap.
+CONFIGMAP_KEY = "runtime.yaml"
+#: Environment variables the runtime reads Secret-held values from. The operator
+#: sets them with ``valueFrom.secretKeyRef``, never with the value itself.
+DATABASE_DSN_ENV = "ITS_DATABASE_DSN"
+REDIS_URL_ENV = "ITS_REDIS_URL"
+CAMERA_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
+_CAMERA_URL_CEL = (
+    "self.url.startsWith('rtsp://') || self.url.startsWith('rtsps://') || "
+    "self.url.startsWith('http://') || self.url.startsWith('https://') || "
+    "self.url.startsWith('file://')"
+)
+_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    out = {"rule": rule, "message": message}
+    if field_path is not None:
+        out["fieldPath"] = field_path
+    return out
+
+
+class _Model(BaseModel):
+    """camelCase on the wire, unknown keys rejected (a typo must not pass silently)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_enum_values=False,
+    )
+
+
+class Precision(enum.StrEnum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+class ModelFormat(enum.StrEnum):
+    EXPORTED_PROGRAM = "ExportedProgram"  # torch.export .pt2
+    TORCHSCRIPT = "TorchScript"
+    AOTI_PACKAGE = "AOTInductorPackage"  # aoti_compile_and_package .pt2
+
+
+class Backend(enum.StrEnum):
+    AUTO = "auto"
+    TENSORRT = "tensorrt"
+    AOT_INDUCTOR = "aotinductor"
+    COMPILE = "compile"
+    EAGER = "eager"
+
+
+class OutputFormat(enum.StrEnum):
+    TORCHVISION = "torchvision"  # list of {boxes, scores, labels} dicts
+    YOLO = "yolo"  # raw (N, boxes, 4 + classes) tensor; NMS in post-processing
+
+
+class BatchingConfig(_Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.optBatchSize <= self.maxBatchSize",
+                    "optBatchSize must not exceed maxBatchSize",
+                    ".optBatchSize",
+                ),
+                _cel(
+                    "!has(self.preferredBatchSizes) || "
+                    "self.preferredBatchSizes.all(s, s <= self.maxBatchSize)",
+                    "every preferredBatchSizes entry must not exceed maxBatchSize",
+                    ".preferredBatchSizes",
+                ),
+            ]
+        }
+    )
+
+    max_batch_size: int = Field(8, ge=1, le=256, description="Largest batch the engine runs.")
+    opt_batch_size: int = Field(
+        4, ge=1, le=256, description="Batch size the engine is tuned for (TensorRT opt shape)."
+    )
+    preferred_batch_sizes: list[int] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Batch sizes the batcher prefers to form (Triton semantics).",
+    )
+    max_queue_delay_ms: float = Field(
+        5.0,
+        ge=0,
+        le=1000,
+        description="Longest time a request may wait for a batch to fill before it runs.",
+    )
+    max_queue_size: int = Field(
+        256, ge=1, le=100000, description="Requests queued beyond this are rejected (HTTP 429)."
+    )
+    default_deadline_ms: float | None = Field(
+        None,
+        gt=0,
+        le=60000,
+        description="Deadline for a request that sets none; late requests get HTTP 503.",
+    )
+
+    @model_validator(mode="after")
+    def _batch_bounds(self) -> Self:
+        if self.opt_batch_size > self.max_batch_size:
+            raise ValueError("optBatchSize must not exceed maxBatchSize")
+        if any(s > self.max_batch_size or s < 1 for s in self.preferred_batch_sizes):
+            raise ValueError("every preferredBatchSizes entry must be in [1, maxBatchSize]")
+        return self
+
+
+class ModelConfig(_Model):
+    path: str = Field(
+        ...,
+        min_length=1,
+        max_length=1024,
+        description="Path of the model file on the mounted model volume, e.g. /models/det.pt2.",
+    )
+    format: ModelFormat = Field(
+        ModelFormat.EXPORTED_PROGRAM,
+        description="ExportedProgram (torch.export .pt2), TorchScript, or AOTInductorPackage.",
+    )
+    input_shape: list[int] = Field(
+        default_factory=lambda: [3, 320, 320],
+        min_length=3,
+        max_length=3,
+        description="Per-frame input shape [channels, height, width]; checked at load.",
+    )
+    precision: Precision = Field(Precision.FP16, description="Engine precision: fp32, fp16 or int8.")
+    output_format: OutputFormat = Field(
+        OutputFormat.TORCHVISION, description="How to read the model's output: torchvision or yolo."
+    )
+    backend: Backend = Field(
+        Backend.AUTO,
+        description="Force a backend; auto picks TensorRT, then compiled PyTorch, then eager.",
+    )
+    class_names: list[str] = Field(
+        default_factory=lambda: ["background", "car", "truck", "bus", "motorcycle", "person"],
+        max_length=1000,
+        description="Class label names indexed by class id.",
+    )
+    score_threshold: float = Field(0.3, ge=0, le=1, description="Detections below are dropped.")
+    iou_threshold: float = Field(0.5, ge=0, le=1, description="NMS IoU threshold (yolo output).")
+    batching: BatchingConfig = Field(
+        default_factory=BatchingConfig, description="Dynamic batching settings."
+    )
+
+    @field_validator("input_shape")
+    @classmethod
+    def _positive_dims(cls, v: list[int]) -> list[int]:
+        if any(d < 1 or d > 8192 for d in v):
+            raise ValueError("inputShape dimensions must be in [1, 8192]")
+        if v[0] not in (1, 3):
+            raise ValueError("inputShape[0] (channels) must be 1 or 3")
+        return v
+
+
+Coordinate = Annotated[float, Field(ge=0, le=1)]
+
+
+class Point(_Model):
+    """A point in normalised image coordinates (0..1), independent of resolution."""
+
+    x: Coordinate = Field(..., description="Horizontal position, 0 = left edge, 1 = right edge.")
+    y: Coordinate = Field(..., description="Vertical position, 0 = top edge, 1 = bottom edge.")
+
+
+class CountingLine(_Model):
+    name: str = Field(..., pattern=_NAME_PATTERN, max_length=63, description="Line name.")
+    start: Point = Field(..., description="First end of the line.")
+    end: Point = Field(..., description="Second end. Crossing left-to-right of start->end is 'in'.")
+
+
+class Region(_Model):
+    name: str = Field(..., pattern=_NAME_PATTERN, max_length=63, description="Region name.")
+    polygon: list[Point] = Field(
+        ..., min_length=3, max_length=64, description="Polygon vertices, in order."
+    )
+
+
+class CameraConfig(_Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(_CAMERA_URL_CEL, "url scheme must be one of rtsp, rtsps, http, https, file",
+                     ".url"),
+            ]
+        }
+    )
+
+    name: str = Field(
+        ..., pattern=_NAME_PATTERN, max_length=63, description="Camera id (DNS label)."
+    )
+    url: str = Field(
+        ..., min_length=1, max_length=2048, description="Stream URL: rtsp://, http(s):// or file://."
+    )
+    fps: float = Field(30.0, gt=0, le=240, description="Target frames per second to analyse.")
+    lines: list[CountingLine] = Field(
+        default_factory=list, max_length=32, description="Counting lines (with direction)."
+    )
+    regions: list[Region] = Field(
+        default_factory=list, max_length=32, description="Regions whose occupancy is reported."
+    )
+    meters_per_pixel: float | None = Field(
+        None, gt=0, description="Ground calibration for speed estimates (metres per pixel)."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        scheme = urlparse(v).scheme
+        if scheme not in CAMERA_SCHEMES:
+            raise ValueError(f"url scheme {scheme!r} is not one of {', '.join(CAMERA_SCHEMES)}")
+        return v
+
+
+class CacheConfig(_Model):
+    redis_url_env: str | None = Field(
+        None,
+        description="Environment variable holding the Redis URL; unset disables the L2 cache.",
+    )
+    l1_max_entries: int = Field(4096, ge=0, le=10_000_000, description="L1 LRU capacity.")
+    ttl_seconds: float = Field(5.0, gt=0, le=86400, description="Cache entry lifetime.")
+
+
+class DatabaseConfig(_Model):
+    dsn_env: str | None = Field(
+        None, description="Environment variable holding the PostgreSQL DSN; unset disables it."
+    )
+    pool_min_size: int = Field(1, ge=0, le=100, description="Connections kept open.")
+    pool_max_size: int = Field(8, ge=1, le=500, description="Most connections opened.")
+    acquire_timeout_s: float = Field(5.0, gt=0, le=300, description="Pool acquire timeout.")
+    statement_timeout_ms: int = Field(5000, ge=0, description="Per-session statement_timeout.")
+    lock_timeout_ms: int = Field(2000, ge=0, description="Per-session lock_timeout.")
+    idle_in_transaction_timeout_ms: int = Field(
+        10000, ge=0, description="Per-session idle_in_transaction_session_timeout."
+    )
+    batch_max_rows: int = Field(2000, ge=1, description="Rows per COPY batch.")
+    flush_interval_s: float = Field(0.5, gt=0, description="Longest wait before a batch is written.")
+    journal_dir: str = Field(
+        "/var/lib/its/journal", description="On-disk spool for events while the database is down."
+    )
+    journal_max_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Journal cap; the oldest events are dropped past it."
+    )
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> Self:
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError("poolMinSize must not exceed poolMaxSize")
+        return self
+
+
+class EngineCacheConfig(_Model):
+    dir: str = Field("/var/cache/its/engines", description="Engine cache directory (the PVC).")
+    max_bytes: int = Field(
+        10 * 1024**3, ge=1024 * 1024, description="Cache size cap; least recently used evicted."
+    )
+
+
+class GpuConfig(_Model):
+    memory_fraction: float | None = Field(
+        None, gt=0, le=1, description="Per-process CUDA memory fraction."
+    )
+    expandable_segments: bool = Field(True, description="Caching allocator expandable segments.")
+    max_split_size_mb: int | None = Field(None, ge=1, description="Allocator max_split_size_mb.")
+
+
+class SloConfig(_Model):
+    p99_latency_ms: float = Field(100.0, gt=0, le=60000, description="p99 frame latency goal.")
+    min_fps: float | None = Field(None, gt=0, description="Throughput goal across cameras.")
+
+
+class ServerConfig(_Model):
+    host: str = Field("0.0.0.0", description="Listen address.")
+    port: int = Field(8080, ge=1, le=65535, description="HTTP port (API, probes, metrics).")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Larger request bodies get HTTP 413."
+    )
+    drain_timeout_s: float = Field(30.0, ge=0, description="Longest drain on SIGTERM.")
+
+
+class RuntimeConfig(_Model):
+    """Everything one runtime process needs; the file the operator's ConfigMap holds."""
+
+    model: ModelConfig
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    engine_cache: EngineCacheConfig = Field(default_factory=EngineCacheConfig)
+    gpu: GpuConfig = Field(default_factory=GpuConfig)
+    slo: SloConfig = Field(default_factory=SloConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+
+    @model_validator(mode="after")
+    def _unique_camera_names(self) -> Self:
+        names = [c.name for c in self.cameras]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"camera names must be unique: {', '.join(dupes)}")
+        return self
+
+    def to_yaml(self) -> str:
+        """Render deterministically (sorted keys), so its hash only moves with content."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return yaml.safe_dump(data, sort_keys=True)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> RuntimeConfig:
+        data: Any = yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise ValueError("runtime config must be a YAML mapping")
+        return cls.model_validate(data)
+
+    @classmethod
+    def load(cls, path: str | pathlib.Path) -> RuntimeConfig:
+        return cls.from_yaml(pathlib.Path(path).read_text(encoding="utf-8"))
+

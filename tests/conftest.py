@@ -1,0 +1,83 @@
+"""Shared fixtures: the real local control plane and real PostgreSQL/Redis.
+
+Both are reused when already running (``make dev-cluster`` / ``make services``) and
+otherwise started here and stopped at the end of the session, through the same code
+the Makefile uses (``its_devenv``). Each test gets a fresh namespace or database, so
+tests never see each other's objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from its_devenv import cluster as devcluster
+from its_devenv import services as devservices
+
+KEEP = os.environ.get("ITS_KEEP_SERVICES") == "1"
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[devcluster.Cluster]:
+    c, started = devcluster.up(quiet=True)
+    yield c
+    if started and not KEEP:
+        devcluster.down()
+
+
+@pytest.fixture(scope="session")
+def k8s_api(cluster: devcluster.Cluster) -> Iterator[object]:
+    from kubernetes import config
+
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def namespace(cluster: devcluster.Cluster, k8s_api: object) -> Iterator[str]:
+    from kubernetes import client
+
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = client.CoreV1Api(k8s_api)  # type: ignore[arg-type]
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"its-test": "1"}))
+    )
+    yield name
+    with contextlib.suppress(Exception):
+        core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[devservices.Services]:
+    svc, started = devservices.up(quiet=True)
+    yield svc
+    if started and not KEEP:
+        devservices.down()
+
+
+@pytest.fixture
+def pg_dsn(services: devservices.Services) -> Iterator[str]:
+    """A fresh, empty database for one test (the server may be stopped by the test)."""
+    services.start_postgres()
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    dsn = services.create_database(name)
+    yield dsn
+    services.start_postgres()
+    services.drop_database(name)
+
+
+@pytest.fixture
+def redis_url(services: devservices.Services) -> str:
+    """The Redis URL, flushed; the server is (re)started if a previous test stopped it."""
+    import socket
+
+    services.start_redis()
+    with socket.create_connection(("127.0.0.1", devservices.REDIS_PORT), timeout=5) as s:
+        s.sendall(b"FLUSHALL\r\n")
+        s.recv(64)
+    return services.redis_url
