@@ -305,7 +305,14 @@ def gpu_node(name: str) -> dict[str, Any]:
             },
         },
         "spec": {},
-        "status": {"capacity": resources, "allocatable": resources},
+        "status": {
+            "capacity": resources,
+            "allocatable": resources,
+            "addresses": [
+                {"type": "InternalIP", "address": f"10.0.0.{GPU_NODES.index(name) + 10}"},
+                {"type": "Hostname", "address": name},
+            ],
+        },
     }
 
 
