@@ -26,10 +26,10 @@ COPY --from=wheel /dist/*.whl /tmp/
 RUN pip install --no-cache-dir "$(ls /tmp/its_camera_analytics-*.whl)[operator]" \
     && rm -f /tmp/*.whl
 USER 65532:65532
-EXPOSE 8080
+EXPOSE 8090 8091
 # The same command line manifests/base/operator.yaml uses.
 ENTRYPOINT ["its-operator"]
-CMD ["--all-namespaces", "--liveness-port", "8080"]
+CMD ["--all-namespaces", "--liveness-port", "8090", "--metrics-port", "8091"]
 
 # ---------------------------------------------------------------------------------
 FROM ${CUDA_IMAGE} AS runtime

@@ -1,0 +1,96 @@
+"""The database schema, as an ordered list of immutable, versioned migrations.
+
+A migration is never edited once released: its checksum is recorded when applied,
+and a mismatch stops the runtime with a clear error instead of leaving replicas on
+silently different schemas. Changes go into a new, higher version.
+
+Design of the tables:
+
+* ``traffic_events``: line crossings and new objects, keyed by the idempotency key,
+  indexed by (camera, ts) for the per-camera time-range queries.
+* ``detections``: tracked boxes per analysed frame (what the events were derived
+  from), same key and index scheme.
+* ``interval_counts``: per-camera, per-10-second aggregates by kind, line, direction
+  and class. Its primary key starts with (camera, bucket), so it is also the index
+  for ``/counts``; coarser intervals are sums of these buckets. It is maintained in
+  the same transaction as the events, from the rows actually inserted, so a replayed
+  duplicate never counts twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+#: Width of the stored aggregate buckets; query intervals must be multiples of it.
+BUCKET_SECONDS = 10
+#: The grid origin of all buckets and query intervals (UTC).
+BUCKET_ORIGIN = "2000-01-01 00:00:00+00"
+#: pg_advisory_xact_lock key for migrations ("its-migr" as an int64).
+MIGRATION_LOCK_KEY = int.from_bytes(b"its-migr", "big") & ((1 << 63) - 1)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "traffic events and detections",
+        """
+        CREATE TABLE traffic_events (
+            event_key   uuid PRIMARY KEY,
+            camera      text NOT NULL,
+            ts          timestamptz NOT NULL,
+            media_time  double precision,
+            kind        text NOT NULL CHECK (kind IN ('crossing', 'object')),
+            line        text NOT NULL DEFAULT '',
+            direction   text NOT NULL DEFAULT '',
+            class_name  text NOT NULL,
+            track_id    bigint NOT NULL,
+            speed_kmh   real,
+            frame_seq   bigint NOT NULL,
+            written_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+        );
+        CREATE INDEX traffic_events_camera_ts ON traffic_events (camera, ts);
+
+        CREATE TABLE detections (
+            det_key     uuid PRIMARY KEY,
+            camera      text NOT NULL,
+            ts          timestamptz NOT NULL,
+            frame_seq   bigint NOT NULL,
+            track_id    bigint NOT NULL,
+            class_name  text NOT NULL,
+            score       real NOT NULL,
+            x1 real NOT NULL, y1 real NOT NULL, x2 real NOT NULL, y2 real NOT NULL,
+            speed_kmh   real,
+            written_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+        );
+        CREATE INDEX detections_camera_ts ON detections (camera, ts);
+        """,
+    ),
+    Migration(
+        2,
+        "per-interval aggregates",
+        """
+        CREATE TABLE interval_counts (
+            camera      text NOT NULL,
+            bucket      timestamptz NOT NULL,
+            kind        text NOT NULL,
+            line        text NOT NULL,
+            direction   text NOT NULL,
+            class_name  text NOT NULL,
+            n           bigint NOT NULL,
+            PRIMARY KEY (camera, bucket, kind, line, direction, class_name)
+        );
+        """,
+    ),
+)

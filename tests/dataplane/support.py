@@ -1,0 +1,158 @@
+"""Helpers shared by the data-plane tests: config builders, servers, polling.
+
+Kept out of conftest.py so tests import them like any module; conftest.py holds only
+fixtures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import pathlib
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from its_runtime import pipeline
+from its_runtime.analytics.analyzer import FrameAnalysis
+from its_runtime.analytics.synth_detector import ColourBoxDetector
+from its_runtime.app import create_app
+from its_runtime.config import (
+    BatchingConfig,
+    CacheConfig,
+    CameraConfig,
+    CountingLine,
+    DatabaseConfig,
+    ModelConfig,
+    Point,
+    Region,
+    RuntimeConfig,
+)
+from its_runtime.pipeline import DataPlane, PipelineOptions
+
+HERE = pathlib.Path(__file__).parent
+INPUT_SHAPE = (3, 96, 160)
+#: Vertical counting line through the middle, drawn bottom to top: left-to-right is "in".
+MID_LINE = CountingLine(name="mid", start=Point(x=0.5, y=1.0), end=Point(x=0.5, y=0.0))
+RIGHT_HALF = Region(
+    name="right-half",
+    polygon=[Point(x=0.5, y=0.0), Point(x=1.0, y=0.0), Point(x=1.0, y=1.0), Point(x=0.5, y=1.0)],
+)
+METERS_PER_PIXEL = 0.05
+
+
+def camera(name: str, url: str, **kw: Any) -> CameraConfig:
+    return CameraConfig(
+        name=name,
+        url=url,
+        lines=[MID_LINE],
+        regions=[RIGHT_HALF],
+        meters_per_pixel=METERS_PER_PIXEL,
+        **kw,
+    )
+
+
+def runtime_config(
+    cameras: list[CameraConfig],
+    *,
+    journal_dir: pathlib.Path,
+    database: dict[str, Any] | None = None,
+    cache: dict[str, Any] | None = None,
+) -> RuntimeConfig:
+    return RuntimeConfig(
+        model=ModelConfig(
+            path="/models/colour-boxes.pt2",
+            input_shape=list(INPUT_SHAPE),
+            batching=BatchingConfig(max_batch_size=8, opt_batch_size=4, max_queue_delay_ms=2),
+        ),
+        cameras=cameras,
+        database=DatabaseConfig(
+            dsn_env="ITS_DATABASE_DSN",
+            journal_dir=str(journal_dir),
+            flush_interval_s=0.2,
+            **(database or {}),
+        ),
+        cache=CacheConfig(redis_url_env="ITS_REDIS_URL", ttl_seconds=5.0, **(cache or {})),
+    )
+
+
+class RtspServer:
+    """GStreamer's RTSP server in its own process, serving one file at /cam."""
+
+    def __init__(self, video: pathlib.Path, port: int) -> None:
+        self.video = video
+        self.port = port
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/cam"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", str(HERE / "rtsp_server.py"), str(self.video), str(self.port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("READY"):
+            self.stop()
+            raise RuntimeError(f"RTSP server did not start: {line!r}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def eventually(
+    predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.05
+) -> bool:
+    """Poll ``predicate`` on the event loop until it holds or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(interval_s)
+    return predicate()
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    config: RuntimeConfig,
+    env: dict[str, str],
+    *,
+    options: PipelineOptions | None = None,
+    listener: Callable[[FrameAnalysis], None] | None = None,
+) -> AsyncIterator[tuple[str, DataPlane, aiohttp.ClientSession]]:
+    """The real runtime application with the data plane mounted, on a real port."""
+    app = create_app(
+        config,
+        ColourBoxDetector(INPUT_SHAPE),
+        extensions=[pipeline.extension(options=options, env=env, listener=listener)],
+        decode_workers=1,
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as client:
+            yield f"http://127.0.0.1:{port}", app[pipeline.DATA_PLANE], client
+    finally:
+        await runner.cleanup()

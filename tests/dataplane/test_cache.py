@@ -1,0 +1,191 @@
+"""The two-level cache: L1 LRU+TTL, Redis L2 (pipelined, cluster-aware), degradation."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import random
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis.asyncio as aioredis
+from its_devenv import services as devservices
+from its_runtime.cache.l1 import L1Cache
+from its_runtime.cache.l2 import RedisL2
+from its_runtime.cache.tiered import TieredCache
+from its_runtime.ingest.backoff import Backoff
+
+from tests.dataplane.support import eventually
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_l1_entries_expire_after_their_ttl_and_the_least_recently_used_go_first() -> None:
+    clock = Clock()
+    l1 = L1Cache(max_entries=3, ttl_s=5.0, clock=clock)
+    for key in "abc":
+        l1.set(key, key.encode())
+    assert l1.get("a") == b"a"  # "a" is now the most recently used
+    l1.set("d", b"d")
+    assert l1.get("b") is None  # "b" was least recently used: evicted
+    assert [l1.get(k) for k in "acd"] == [b"a", b"c", b"d"]
+    ttl = L1Cache(max_entries=10, ttl_s=5.0, clock=clock)
+    ttl.set("long", b"l")
+    ttl.set("short", b"s", ttl_s=1.0)
+    clock.now += 1.5
+    assert ttl.get("short") is None
+    assert ttl.get("long") == b"l"  # reading does not extend the lifetime
+    clock.now += 4.0
+    assert ttl.get("long") is None
+    assert len(ttl) == 0
+
+
+@pytest.mark.services
+async def test_a_value_cached_by_one_replica_is_an_l2_hit_for_another(redis_url: str) -> None:
+    one = TieredCache(L1Cache(100, 5.0), RedisL2(redis_url))
+    two = TieredCache(L1Cache(100, 5.0), RedisL2(redis_url))
+    try:
+        await one.set_many({f"k{i}": f"v{i}".encode() for i in range(5)}, ttl_s=2.0)
+        first = await two.get_many(["k0", "k3", "nope"])
+        assert [(r.value, r.level) for r in first] == [(b"v0", "l2"), (b"v3", "l2"), (None, None)]
+        again = await two.get_many(["k0", "k3"])
+        assert [r.level for r in again] == ["l1", "l1"]
+        # L1 keeps an L2 value no longer than Redis does.
+        await asyncio.sleep(2.1)
+        assert (await two.get("k0")).value is None
+    finally:
+        await one.l2.close()  # type: ignore[union-attr]
+        await two.l2.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.services
+async def test_a_redis_outage_degrades_to_l1_fails_fast_and_recovers_by_itself(
+    services: devservices.Services, redis_url: str
+) -> None:
+    l2 = RedisL2(redis_url, backoff=Backoff(initial_s=0.2, max_s=0.5))
+    cache = TieredCache(L1Cache(100, 30.0), l2)
+    l2.start()
+    try:
+        await cache.set("warm", b"1")
+        await asyncio.to_thread(services.stop_redis)
+        start = time.perf_counter()
+        assert (await cache.get("warm")).level == "l1"
+        cold = await cache.get("cold")  # an L2 lookup against a dead server: a miss
+        assert cold.value is None
+        assert not l2.up
+        assert l2.details()["status"] == "degraded"
+        errors = l2.errors
+        for _ in range(20):  # while degraded, calls do not even try: no timeouts piling up
+            assert (await cache.get("cold")).value is None
+        assert time.perf_counter() - start < 1.0
+        assert l2.errors <= errors + 1
+        await cache.set("while-down", b"2")  # writes still land in L1
+        assert (await cache.get("while-down")).level == "l1"
+        await asyncio.to_thread(services.start_redis)
+        assert await eventually(lambda: l2.up, 10)  # the monitor reconnected, no traffic
+        await cache.set("after", b"3")
+        client = aioredis.from_url(redis_url)
+        try:
+            assert await client.get("its:after") == b"3"
+        finally:
+            await client.aclose()
+    finally:
+        await l2.close()
+
+
+def cluster_port() -> int:
+    """A free port whose cluster-bus port (port + 10000) is free and valid too."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 30000)
+        if all(_free(p) for p in (port, port + 10000)):
+            return port
+    raise RuntimeError("no free port pair for a redis cluster node")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: pathlib.Path) -> Iterator[str]:
+    server = shutil.which("redis-server")
+    cli = shutil.which("redis-cli")
+    if server is None or cli is None:
+        pytest.fail("redis-server and redis-cli are needed (apt-get install redis-server)")
+    ports = [cluster_port() for _ in range(3)]
+    procs = []
+    for port in ports:
+        node = tmp_path / str(port)
+        node.mkdir()
+        procs.append(
+            subprocess.Popen(
+                [
+                    server,
+                    "--port", str(port),
+                    "--bind", "127.0.0.1",
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", str(node / "nodes.conf"),
+                    "--dir", str(node),
+                    "--save", "",
+                    "--appendonly", "no",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )  # fmt: skip
+    try:
+        for port in ports:
+            deadline = time.monotonic() + 10
+            while subprocess.run([cli, "-p", str(port), "ping"], capture_output=True).returncode:
+                assert time.monotonic() < deadline, "redis cluster node did not start"
+                time.sleep(0.1)
+        subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-yes"],
+            check=True,
+            capture_output=True,
+        )
+        deadline = time.monotonic() + 20
+        while (
+            "cluster_state:ok"
+            not in subprocess.run(
+                [cli, "-p", str(ports[0]), "cluster", "info"], capture_output=True, text=True
+            ).stdout
+        ):
+            assert time.monotonic() < deadline, "redis cluster did not become ready"
+            time.sleep(0.2)
+        yield f"redis://127.0.0.1:{ports[0]}/0"
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(10)
+
+
+async def test_a_redis_cluster_is_detected_and_keys_spread_over_its_nodes(
+    redis_cluster: str,
+) -> None:
+    l2 = RedisL2(redis_cluster)
+    try:
+        items = {f"camera-{i}": f"value-{i}".encode() for i in range(30)}
+        await l2.set_many(items, ttl_s=10)
+        got = await l2.get_many(list(items))
+        assert [v for v, _ in got] == list(items.values())
+        assert all(ttl is not None and 0 < ttl <= 10 for _, ttl in got)
+        assert l2.details()["mode"] == "cluster"
+    finally:
+        await l2.close()
