@@ -382,10 +382,10 @@ def up(*, quiet: bool = False) -> tuple[Cluster, bool]:
         if component == "etcd":
             procs.wait_for(
                 "etcd",
-                lambda: urllib.request.urlopen(
-                    f"http://127.0.0.1:{ETCD_PORT}/health", timeout=2
-                ).status
-                == 200,
+                lambda: (
+                    urllib.request.urlopen(f"http://127.0.0.1:{ETCD_PORT}/health", timeout=2).status
+                    == 200
+                ),
                 timeout=30,
                 log=log,
             )
@@ -398,8 +398,12 @@ def up(*, quiet: bool = False) -> tuple[Cluster, bool]:
         log=run / "kube-controller-manager.log",
     )
     _bootstrap_objects(cluster)
-    procs.wait_for("fake GPU nodes Ready (kwok)", lambda: _nodes_ready(cluster), timeout=60,
-                   log=run / "kwok.log")
+    procs.wait_for(
+        "fake GPU nodes Ready (kwok)",
+        lambda: _nodes_ready(cluster),
+        timeout=60,
+        log=run / "kwok.log",
+    )
     _log(
         f"cluster up in {time.monotonic() - t0:.1f}s (build/check {t_build:.1f}s); "
         f"kubeconfig {cluster.kubeconfig}"

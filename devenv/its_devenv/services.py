@@ -138,8 +138,12 @@ class Services:
         if proc.returncode != 0:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise RuntimeError(f"PostgreSQL did not start: {proc.stderr}\n{tail}")
-        procs.wait_for("PostgreSQL", lambda: self.psql("SELECT 1", check=False).returncode == 0,
-                       timeout=30, log=log)
+        procs.wait_for(
+            "PostgreSQL",
+            lambda: self.psql("SELECT 1", check=False).returncode == 0,
+            timeout=30,
+            log=log,
+        )
         if self.psql("SELECT 1 FROM pg_database WHERE datname='its'").stdout.strip() != "1":
             self.psql("CREATE DATABASE its")
 
@@ -221,9 +225,10 @@ class Services:
         procs.stop("redis", run_dir=self.run_dir)
         # A Redis we did not start (pid file lost) still holds the port: ask it to quit.
         if self.redis_running():
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", REDIS_PORT), timeout=2
-            ) as s:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", REDIS_PORT), timeout=2) as s,
+            ):
                 s.sendall(b"SHUTDOWN NOSAVE\r\n")
             procs.wait_for("Redis stop", lambda: not self.redis_running(), timeout=10)
 

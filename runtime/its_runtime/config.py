@@ -41,8 +41,8 @@ _CAMERA_URL_CEL = (
 _NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
-def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
-    out = {"rule": rule, "message": message}
+def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"rule": rule, "message": message}
     if field_path is not None:
         out["fieldPath"] = field_path
     return out
@@ -155,7 +155,9 @@ class ModelConfig(_Model):
         max_length=3,
         description="Per-frame input shape [channels, height, width]; checked at load.",
     )
-    precision: Precision = Field(Precision.FP16, description="Engine precision: fp32, fp16 or int8.")
+    precision: Precision = Field(
+        Precision.FP16, description="Engine precision: fp32, fp16 or int8."
+    )
     output_format: OutputFormat = Field(
         OutputFormat.TORCHVISION, description="How to read the model's output: torchvision or yolo."
     )
@@ -211,8 +213,11 @@ class CameraConfig(_Model):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                _cel(_CAMERA_URL_CEL, "url scheme must be one of rtsp, rtsps, http, https, file",
-                     ".url"),
+                _cel(
+                    _CAMERA_URL_CEL,
+                    "url scheme must be one of rtsp, rtsps, http, https, file",
+                    ".url",
+                ),
             ]
         }
     )
@@ -221,7 +226,10 @@ class CameraConfig(_Model):
         ..., pattern=_NAME_PATTERN, max_length=63, description="Camera id (DNS label)."
     )
     url: str = Field(
-        ..., min_length=1, max_length=2048, description="Stream URL: rtsp://, http(s):// or file://."
+        ...,
+        min_length=1,
+        max_length=2048,
+        description="Stream URL: rtsp://, http(s):// or file://.",
     )
     fps: float = Field(30.0, gt=0, le=240, description="Target frames per second to analyse.")
     lines: list[CountingLine] = Field(
@@ -265,12 +273,16 @@ class DatabaseConfig(_Model):
         10000, ge=0, description="Per-session idle_in_transaction_session_timeout."
     )
     batch_max_rows: int = Field(2000, ge=1, description="Rows per COPY batch.")
-    flush_interval_s: float = Field(0.5, gt=0, description="Longest wait before a batch is written.")
+    flush_interval_s: float = Field(
+        0.5, gt=0, description="Longest wait before a batch is written."
+    )
     journal_dir: str = Field(
         "/var/lib/its/journal", description="On-disk spool for events while the database is down."
     )
     journal_max_bytes: int = Field(
-        256 * 1024 * 1024, ge=1024, description="Journal cap; the oldest events are dropped past it."
+        256 * 1024 * 1024,
+        ge=1024,
+        description="Journal cap; the oldest events are dropped past it.",
     )
 
     @model_validator(mode="after")
@@ -298,6 +310,22 @@ class GpuConfig(_Model):
 class SloConfig(_Model):
     p99_latency_ms: float = Field(100.0, gt=0, le=60000, description="p99 frame latency goal.")
     min_fps: float | None = Field(None, gt=0, description="Throughput goal across cameras.")
+    window_s: float = Field(
+        60.0, ge=1, le=3600, description="Sliding window of the performance report and alerts."
+    )
+    max_error_rate: float = Field(
+        0.01, ge=0, le=1, description="Alert when the window's share of failed frames is above."
+    )
+    max_queue_depth: int | None = Field(
+        None, ge=1, description="Alert when more frames than this wait in the batcher's queue."
+    )
+    degradation_ratio: float = Field(
+        1.5,
+        gt=1,
+        le=100,
+        description="Degraded when the recent half-window's p95 latency is this many times "
+        "the previous half's.",
+    )
 
 
 class ServerConfig(_Model):
@@ -344,4 +372,3 @@ class RuntimeConfig(_Model):
     @classmethod
     def load(cls, path: str | pathlib.Path) -> RuntimeConfig:
         return cls.from_yaml(pathlib.Path(path).read_text(encoding="utf-8"))
-

@@ -21,8 +21,9 @@ def test_health_check_matches_the_expected_status(sample: pathlib.Path) -> None:
 
 
 def test_degraded_message_carries_the_cause() -> None:
-    obj = yaml.safe_load((argocd.HEALTH_LUA.parent / "testdata" / "degraded-deadline.yaml")
-                         .read_text())
+    obj = yaml.safe_load(
+        (argocd.HEALTH_LUA.parent / "testdata" / "degraded-deadline.yaml").read_text()
+    )
     status, message = argocd.health(obj)
     assert status == "Degraded"
     assert "Insufficient nvidia.com/gpu" in message

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from its_devenv import cluster as devcluster
 
 pytestmark = pytest.mark.cluster
@@ -77,8 +76,14 @@ def test_gpu_pods_run_on_gpu_nodes_and_oversized_requests_stay_pending(
     cluster: devcluster.Cluster, namespace: str
 ) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=_deployment("fits", gpus=1))
-    cluster.kubectl("apply", "-n", namespace, "-f", "-",
-                    input=_deployment("too-big", gpus=devcluster.GPUS_PER_NODE + 1, replicas=1))
+    cluster.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=_deployment("too-big", gpus=devcluster.GPUS_PER_NODE + 1, replicas=1),
+    )
 
     def ready_pods() -> list[dict[str, Any]] | None:
         pods = _pods(cluster, namespace, "fits")
@@ -86,8 +91,10 @@ def test_gpu_pods_run_on_gpu_nodes_and_oversized_requests_stay_pending(
             p
             for p in pods
             if p["status"].get("phase") == "Running"
-            and any(c["type"] == "Ready" and c["status"] == "True"
-                    for c in p["status"].get("conditions", []))
+            and any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in p["status"].get("conditions", [])
+            )
         ]
         return ok if len(ok) == 2 else None
 
@@ -97,8 +104,14 @@ def test_gpu_pods_run_on_gpu_nodes_and_oversized_requests_stay_pending(
 
     def failed_scheduling() -> str | None:
         ev = cluster.kubectl(
-            "get", "events", "-n", namespace, "--field-selector", "reason=FailedScheduling",
-            "-o", "json",
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            "reason=FailedScheduling",
+            "-o",
+            "json",
         ).stdout
         msgs = [e["message"] for e in json.loads(ev)["items"]]
         return next((m for m in msgs if "nvidia.com/gpu" in m), None)
@@ -106,7 +119,8 @@ def test_gpu_pods_run_on_gpu_nodes_and_oversized_requests_stay_pending(
     message = _wait("a FailedScheduling event", failed_scheduling)
     assert "Insufficient nvidia.com/gpu" in message
     big = _pods(cluster, namespace, "too-big")
-    assert len(big) == 1 and big[0]["status"]["phase"] == "Pending"
+    assert len(big) == 1
+    assert big[0]["status"]["phase"] == "Pending"
 
 
 def test_deleting_an_owner_garbage_collects_what_it_owns(
@@ -122,8 +136,14 @@ def test_deleting_an_owner_garbage_collects_what_it_owns(
         "metadata": {
             "name": "owned",
             "ownerReferences": [
-                {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid,
-                 "controller": True, "blockOwnerDeletion": True}
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "name": "owner",
+                    "uid": uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
             ],
         },
         "data": {"x": "y"},
@@ -132,9 +152,10 @@ def test_deleting_an_owner_garbage_collects_what_it_owns(
     cluster.kubectl("delete", "configmap", "owner", "-n", namespace)
     _wait(
         "the owned ConfigMap to be collected",
-        lambda: cluster.kubectl(
-            "get", "configmap", "owned", "-n", namespace, check=False
-        ).returncode != 0,
+        lambda: (
+            cluster.kubectl("get", "configmap", "owned", "-n", namespace, check=False).returncode
+            != 0
+        ),
         timeout=60,
     )
 
@@ -151,13 +172,15 @@ def test_restricted_namespace_rejects_privileged_pods(
         "metadata": {"name": "privileged"},
         "spec": {
             "containers": [
-                {"name": "c", "image": "example.invalid/x:1",
-                 "securityContext": {"privileged": True}}
+                {
+                    "name": "c",
+                    "image": "example.invalid/x:1",
+                    "securityContext": {"privileged": True},
+                }
             ]
         },
     }
-    proc = cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(pod),
-                           check=False)
+    proc = cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(pod), check=False)
     assert proc.returncode != 0
     assert 'violates PodSecurity "restricted:latest"' in proc.stderr
     assert "privileged" in proc.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-
 from its_devenv import services as devservices
 
 pytestmark = pytest.mark.services
@@ -36,7 +35,7 @@ async def test_postgres_can_be_stopped_and_restarted_on_the_same_address(
     services: devservices.Services, pg_dsn: str
 ) -> None:
     services.stop_postgres()
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match=r"Connect call failed|refused"):
         await asyncpg.connect(pg_dsn, timeout=2)
     services.start_postgres()
     conn = await asyncpg.connect(pg_dsn)

@@ -1,0 +1,199 @@
+"""The engine the batcher drives: load once, warm every bucket, run batches.
+
+It implements the batcher's executor protocol: ``run_batch`` is synchronous and is
+called from one worker thread, so it needs no locks; the batcher owns queueing,
+timing and threads, this class owns the device. Loading follows one path whatever the
+model: apply the GPU memory settings (before CUDA initialises), load and check the
+model file, probe it once on a zero batch, then pick a backend (``backends.select``)
+through the engine cache. ``warmup`` runs every batch bucket once, so compiled
+backends have compiled (and CUDA has allocated) before the pod reports ready.
+
+A batch is staged through buffers allocated once (``memory.BatchStager``), padded to
+its bucket where the backend runs fixed shapes, run under ``torch.inference_mode``,
+and its outputs turned into ``Detections``; padding rows are dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+
+import torch
+
+from its_runtime import config, postprocess
+from its_runtime.detections import Detections
+from its_runtime.engine import backends, compiled, keys, loading, memory
+from its_runtime.engine import cache as cache_mod
+from its_runtime.engine import spec as spec_mod
+from its_runtime.engine.errors import EngineLoadError
+from its_runtime.engine.runner import Runner
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise EngineLoadError(f"invalid device {device!r}: {exc}") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EngineLoadError(f"device {device!r} requested but CUDA is not available")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    elif dev.type != "cpu":
+        raise EngineLoadError(f"device {device!r} is not supported (use cpu or cuda[:N])")
+    return dev
+
+
+class Engine:
+    """A loaded, backend-compiled detector; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        model: config.ModelConfig,
+        spec: spec_mod.InputSpec,
+        device: torch.device,
+        runner: Runner,
+        fallbacks: list[tuple[str, str]],
+        cache_stats: cache_mod.EngineCacheStats,
+        load_seconds: float,
+    ) -> None:
+        self.model = model
+        self.spec = spec
+        self.device = device
+        self.max_batch_size = spec.max_batch
+        self.input_shape: tuple[int, int, int] = spec.frame_shape
+        #: The batcher may hand over batches already on this CUDA device (staged on
+        #: its side stream, overlapping the previous batch's compute).
+        self.accepts_device_batches = device.type == "cuda"
+        self.backend: str = runner.backend.value
+        self.precision: str = runner.precision.value
+        self.origin = runner.origin
+        self.fallbacks = fallbacks
+        self.cache_stats = cache_stats
+        self.load_seconds = load_seconds
+        self.warmup_seconds: float | None = None
+        self._runner = runner
+        self._warm = False
+        self._stager = memory.BatchStager(spec, device, runner.input_dtype, runner.channels_last)
+
+    @classmethod
+    def load(
+        cls,
+        model: config.ModelConfig,
+        engine_cache: config.EngineCacheConfig,
+        gpu: config.GpuConfig,
+        device: str | None = None,
+    ) -> Engine:
+        """Load, check and compile (or fetch from the cache) the configured model."""
+        started = time.monotonic()
+        memory.configure_allocator(gpu)
+        dev = resolve_device(device)
+        memory.apply_memory_fraction(gpu, dev)
+        spec = spec_mod.from_model_config(model)
+        source = loading.load_source(model, spec)
+        loading.probe(source, model, loading.probe_device(source, dev))
+        cache = cache_mod.EngineCache(engine_cache)
+        compiled.share_inductor_cache(cache, keys.device_identity(dev))
+        runner, fallbacks = backends.select(source, model, dev, cache)
+        engine = cls(
+            model=model,
+            spec=source.spec,
+            device=dev,
+            runner=runner,
+            fallbacks=fallbacks,
+            cache_stats=cache.stats,
+            load_seconds=time.monotonic() - started,
+        )
+        log.info(
+            "engine ready to warm up: %s on %s, %s, %.2fs (fallbacks: %s)",
+            engine.backend,
+            dev,
+            engine.precision,
+            engine.load_seconds,
+            fallbacks or "none",
+        )
+        return engine
+
+    @property
+    def buckets(self) -> tuple[int, ...]:
+        return self.spec.buckets
+
+    @property
+    def warmed_up(self) -> bool:
+        return self._warm
+
+    def warmup(self) -> None:
+        """Run every batch bucket once (compiles each bucket on compiled backends)."""
+        started = time.monotonic()
+        for bucket in self.spec.buckets:
+            frames = torch.zeros((bucket, *self.input_shape), dtype=self.spec.dtype)
+            self._forward(frames, bucket, strict=False)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self._warm = True
+        self.warmup_seconds = time.monotonic() - started
+        log.info("warm-up of buckets %s took %.2fs", self.spec.buckets, self.warmup_seconds)
+
+    def run_batch(self, batch: torch.Tensor) -> list[Detections]:
+        """Detect on a ``(B, C, H, W)`` float32 batch, ``1 <= B <= max_batch_size``.
+
+        The batch is on the CPU, or already on ``self.device`` (see
+        ``accepts_device_batches``).
+        """
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != self.input_shape:
+            dims = ", ".join(map(str, self.input_shape))
+            raise ValueError(f"batch has shape {tuple(batch.shape)}, expected (B, {dims})")
+        if batch.dtype != self.spec.dtype:
+            raise ValueError(f"batch dtype is {batch.dtype}, expected {self.spec.dtype}")
+        n = batch.shape[0]
+        if not 1 <= n <= self.max_batch_size:
+            raise ValueError(f"batch of {n} frames is outside 1..{self.max_batch_size}")
+        pad = self._runner.pads_to_buckets or self.spec.fixed_batch
+        size = self.spec.bucket_for(n) if pad else n
+        output = self._forward(batch, size, strict=self._warm)
+        return postprocess.to_detections(
+            output,
+            self.model.output_format,
+            batch=n,
+            input_hw=(self.spec.height, self.spec.width),
+            score_threshold=self.model.score_threshold,
+            iou_threshold=self.model.iou_threshold,
+        )
+
+    def _forward(self, frames: torch.Tensor, size: int, strict: bool) -> object:
+        x = self._stager.stage(frames, size)
+        with torch.inference_mode(), self._stance(strict):
+            return self._runner.forward(x)
+
+    @contextlib.contextmanager
+    def _stance(self, strict: bool) -> Iterator[None]:
+        if strict and self._runner.strict_after_warmup:
+            with torch.compiler.set_stance("fail_on_recompile"):
+                yield
+        else:
+            yield
+
+    def memory_stats(self) -> dict[str, int]:
+        return memory.memory_stats(self.device)
+
+    def describe(self) -> dict[str, object]:
+        """What ``/ready`` shows about the engine."""
+        return {
+            "backend": self.backend,
+            "precision": self.precision,
+            "device": str(self.device),
+            "origin": self.origin,
+            "fallbacks": [{"backend": b, "cause": c} for b, c in self.fallbacks],
+            "buckets": list(self.spec.buckets),
+            "max_batch_size": self.max_batch_size,
+            "input_shape": list(self.input_shape),
+            "warmed_up": self._warm,
+            "cache": self.cache_stats.as_dict(),
+        }

@@ -1,0 +1,126 @@
+"""GPU memory as configured, batch buffers allocated once, and memory numbers out.
+
+* The caching allocator reads its settings (``expandable_segments``,
+  ``max_split_size_mb``) from an environment variable when CUDA initialises, so they
+  are written into the environment before the first CUDA call; values the operator or
+  user already set there win. If CUDA is already up they are applied through the
+  allocator's runtime setter, best effort, and that is logged.
+* A per-process memory fraction caps this process on a shared GPU.
+* ``BatchStager`` owns one pinned host buffer and one device buffer of the largest
+  batch, allocated once: a batch is copied into the pinned buffer, then sent with a
+  non-blocking copy, so steady-state serving allocates nothing per batch (no allocator
+  churn, no fragmentation) and padding rows to a bucket is free. On CPU it only pads
+  into a reused buffer (and passes batches that need no padding through untouched).
+
+Every CUDA call sits behind ``device.type == "cuda"``, so the CPU path never touches
+CUDA.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+import torch
+
+from its_runtime import config
+from its_runtime.engine import spec as spec_mod
+
+log = logging.getLogger(__name__)
+
+_ALLOC_ENV = ("PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF")
+#: Untyped in torch's stubs; a typed alias keeps strict mypy content.
+cuda_initialized: Callable[[], bool] = torch.cuda.is_initialized
+
+
+def allocator_settings(gpu: config.GpuConfig) -> dict[str, str]:
+    settings = {"expandable_segments": "True" if gpu.expandable_segments else "False"}
+    if gpu.max_split_size_mb is not None:
+        settings["max_split_size_mb"] = str(gpu.max_split_size_mb)
+    return settings
+
+
+def configure_allocator(gpu: config.GpuConfig) -> None:
+    """Put the allocator settings where CUDA will read them (before it initialises)."""
+    wanted = allocator_settings(gpu)
+    env_name = next((n for n in _ALLOC_ENV if os.environ.get(n)), "PYTORCH_CUDA_ALLOC_CONF")
+    current = os.environ.get(env_name, "")
+    present = {item.split(":", 1)[0].strip() for item in current.split(",") if ":" in item}
+    added = [f"{k}:{v}" for k, v in wanted.items() if k not in present]
+    if not added:
+        return
+    merged = ",".join(filter(None, [current, *added]))
+    if cuda_initialized():
+        try:
+            torch.cuda.memory._set_allocator_settings(",".join(added))
+            log.info("CUDA already initialised; applied allocator settings %s at runtime", added)
+        except Exception as exc:  # a setting this version cannot change at runtime
+            log.warning(
+                "CUDA already initialised; allocator settings %s not applied: %s", added, exc
+            )
+        return
+    os.environ[env_name] = merged
+    log.info("CUDA allocator settings: %s=%s", env_name, merged)
+
+
+def apply_memory_fraction(gpu: config.GpuConfig, device: torch.device) -> None:
+    if device.type == "cuda" and gpu.memory_fraction is not None:
+        torch.cuda.set_per_process_memory_fraction(gpu.memory_fraction, device)
+        log.info("CUDA memory fraction for this process: %.2f", gpu.memory_fraction)
+
+
+def memory_stats(device: torch.device) -> dict[str, int]:
+    """Allocated, reserved and peak bytes on a CUDA device; empty on CPU."""
+    if device.type != "cuda":
+        return {}
+    return {
+        "allocated_bytes": torch.cuda.memory_allocated(device),
+        "reserved_bytes": torch.cuda.memory_reserved(device),
+        "peak_allocated_bytes": torch.cuda.max_memory_allocated(device),
+        "peak_reserved_bytes": torch.cuda.max_memory_reserved(device),
+    }
+
+
+class BatchStager:
+    """Moves a CPU batch to the engine's device, padded to a batch size, via reused buffers."""
+
+    def __init__(
+        self,
+        spec: spec_mod.InputSpec,
+        device: torch.device,
+        dtype: torch.dtype,
+        channels_last: bool = False,
+    ) -> None:
+        self.device = device
+        self.dtype = dtype
+        shape = (spec.max_batch, *spec.frame_shape)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self._host: torch.Tensor | None = None
+        if device.type == "cuda":
+            self._host = torch.zeros(shape, dtype=spec.dtype, pin_memory=True)
+            self._device_buf = torch.zeros(shape, dtype=dtype, device=device).to(memory_format=fmt)
+        else:
+            self._device_buf = torch.zeros(shape, dtype=dtype).to(memory_format=fmt)
+        self._channels_last = channels_last
+
+    def stage(self, batch: torch.Tensor, size: int) -> torch.Tensor:
+        """``batch`` (n <= size frames) as a ``size``-frame tensor on the device.
+
+        ``batch`` may be on CPU or already on the device (the batcher stages batches
+        on a side stream itself for executors that accept device batches).
+        """
+        n = batch.shape[0]
+        if batch.device == self.device or self.device.type != "cuda":
+            if n == size and batch.dtype == self.dtype and not self._channels_last:
+                return batch if batch.is_contiguous() else batch.contiguous()
+            out = self._device_buf[:size]
+            out[:n].copy_(batch)
+            return out
+        assert self._host is not None
+        self._host[:n].copy_(batch)
+        out = self._device_buf[:size]
+        # Safe to reuse the pinned buffer next batch: run_batch synchronises (its outputs
+        # are copied back to the CPU) before the next stage() call.
+        out[:n].copy_(self._host[:n], non_blocking=True)
+        return out

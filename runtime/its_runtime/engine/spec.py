@@ -1,0 +1,75 @@
+"""What the engine must accept: one frame shape and a set of batch buckets.
+
+Compiled engines are fastest when they see few distinct shapes: torch.compile would
+recompile for each new batch size and, past its recompile limit, silently run eager.
+So the engine only ever runs batch sizes from a small fixed set (powers of two up to
+the maximum, plus the configured opt/preferred sizes) and pads a batch up to the next
+bucket. Warm-up runs every bucket once, so no request ever pays for a compile.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+import torch
+
+from its_runtime import config
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Per-frame input shape, the batch bounds and the buckets derived from them."""
+
+    channels: int
+    height: int
+    width: int
+    max_batch: int
+    opt_batch: int
+    buckets: tuple[int, ...]
+    dtype: torch.dtype = torch.float32
+    #: The model was exported for exactly one batch size: every batch is padded to it.
+    fixed_batch: bool = False
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    def describe(self) -> str:
+        """Stable text for cache keys and messages, e.g. ``3x64x64 float32 batch<=8``."""
+        dims = "x".join(str(d) for d in self.frame_shape)
+        dtype = str(self.dtype).removeprefix("torch.")
+        buckets = ",".join(str(b) for b in self.buckets)
+        return f"{dims} {dtype} batch 1..{self.max_batch} opt {self.opt_batch} buckets {buckets}"
+
+    def bucket_for(self, batch: int) -> int:
+        """The smallest bucket that holds ``batch`` frames."""
+        if batch < 1 or batch > self.max_batch:
+            raise ValueError(f"batch size {batch} is outside 1..{self.max_batch}")
+        return self.buckets[bisect.bisect_left(self.buckets, batch)]
+
+
+def batch_buckets(max_batch: int, extra: list[int] | tuple[int, ...] = ()) -> tuple[int, ...]:
+    """Powers of two below ``max_batch``, ``max_batch`` itself and any ``extra`` sizes."""
+    sizes = {max_batch}
+    b = 1
+    while b < max_batch:
+        sizes.add(b)
+        b *= 2
+    sizes.update(s for s in extra if 1 <= s <= max_batch)
+    return tuple(sorted(sizes))
+
+
+def from_model_config(model: config.ModelConfig) -> InputSpec:
+    c, h, w = model.input_shape
+    batching = model.batching
+    return InputSpec(
+        channels=c,
+        height=h,
+        width=w,
+        max_batch=batching.max_batch_size,
+        opt_batch=batching.opt_batch_size,
+        buckets=batch_buckets(
+            batching.max_batch_size, [batching.opt_batch_size, *batching.preferred_batch_sizes]
+        ),
+    )

@@ -1,0 +1,167 @@
+"""``its-runtime --config PATH``: the process the operator deploys.
+
+Order of events, and why:
+
+1. Parse and validate the config; a bad file exits at once (code 2) with the
+   validation message naming the field.
+2. Start listening *before* the engine is loaded. Loading may build a TensorRT or
+   AOTInductor engine for minutes; meanwhile ``/live`` answers (so a startup probe does
+   not kill the pod mid-build) and ``/ready`` says "warming up". The engine is loaded and
+   warmed on the batcher's worker thread; a load error (wrong input shape, unreadable
+   file, no usable backend) exits with code 3 and the engine's message.
+3. On SIGTERM (or SIGINT): ``/ready`` turns false, new frames get 503 "draining",
+   drain hooks of other layers run (camera readers stop), every queued frame is still
+   computed and answered, in-flight responses are written, then the listener closes
+   and the process exits 0. ``server.drainTimeoutS`` bounds the whole drain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+import pydantic
+import torch
+from aiohttp import web
+
+from its_runtime import app as app_mod
+from its_runtime import metrics, pipeline
+from its_runtime.api.services import SERVICES, Services
+from its_runtime.config import DEFAULT_CONFIG_PATH, RuntimeConfig, ServerConfig
+from its_runtime.detections import Detections
+from its_runtime.engine import Engine
+
+log = logging.getLogger("its_runtime")
+
+EXIT_CONFIG = 2
+EXIT_ENGINE = 3
+
+
+class LazyEngine:
+    """The batcher's executor while the engine loads on the worker thread.
+
+    Batch size and input shape come from the config (the engine is built to them), so
+    the batcher and the HTTP layer exist before the engine does. Loading runs first on
+    the single worker thread, so no batch can reach :meth:`run_batch` before it.
+    """
+
+    def __init__(self, config: RuntimeConfig) -> None:
+        self._config = config
+        self.engine: Engine | None = None
+        c, h, w = config.model.input_shape
+        self.input_shape = (c, h, w)
+        self.max_batch_size = config.model.batching.max_batch_size
+
+    @property
+    def device(self) -> torch.device | None:
+        return None if self.engine is None else self.engine.device
+
+    def load_and_warm_up(self) -> None:
+        start = time.monotonic()
+        engine = Engine.load(self._config.model, self._config.engine_cache, self._config.gpu)
+        log.info(
+            "engine loaded in %.2fs: backend %s, fallbacks %s",
+            time.monotonic() - start,
+            engine.backend,
+            list(engine.fallbacks) or "none",
+        )
+        engine.warmup()
+        self.engine = engine
+
+    def run_batch(self, batch: torch.Tensor) -> list[Detections]:
+        engine = self.engine
+        if engine is None:
+            raise RuntimeError("the engine is not loaded")
+        return engine.run_batch(batch)
+
+
+async def drain(services: Services, timeout_s: float) -> bool:
+    """Stop taking work, finish what is queued, wait for responses to be written."""
+    deadline = time.monotonic() + timeout_s
+    services.readiness.draining = True
+    metrics.DRAINING.set(1)
+    metrics.READY.set(0)
+    log.info("draining: %d frames queued", services.batcher.queue_depth)
+    for hook in services.drain_hooks:
+        try:
+            await asyncio.wait_for(hook(), max(0.0, deadline - time.monotonic()))
+        except Exception:
+            log.exception("drain hook failed")
+    finished = await services.batcher.drain(grace_s=max(0.0, deadline - time.monotonic()))
+    # Handlers whose frames just finished still have to write their responses.
+    if services.in_flight > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(services.idle.wait(), max(0.0, deadline - time.monotonic()))
+    log.info("drained (%s)", "complete" if finished else "timed out")
+    return finished
+
+
+async def serve(app: web.Application, server: ServerConfig) -> int:
+    """Run ``app`` until SIGTERM/SIGINT (then drain) or a fatal error; return the exit code."""
+    services = app[SERVICES]
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, server.host, server.port, shutdown_timeout=5.0)
+    await site.start()
+    log.info("listening on http://%s:%d", server.host, server.port)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(services.fatal.wait())]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in waiters:
+        waiter.cancel()
+    code = 0
+    if services.fatal.is_set():
+        log.error("cannot serve: %s", services.fatal_reason)
+        code = EXIT_ENGINE
+        await services.batcher.close()
+    else:
+        log.info("signal received; draining for at most %ss", server.drain_timeout_s)
+        await drain(services, server.drain_timeout_s)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+    await runner.cleanup()
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="its-runtime", description="ITS camera analytics inference runtime."
+    )
+    parser.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="runtime config YAML")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = RuntimeConfig.load(args.config)
+    except FileNotFoundError:
+        log.error("config file %s does not exist", args.config)
+        return EXIT_CONFIG
+    except (OSError, ValueError, pydantic.ValidationError) as exc:
+        log.error("invalid config %s: %s", args.config, exc)
+        return EXIT_CONFIG
+    executor = LazyEngine(config)
+    application = app_mod.create_app(
+        config,
+        executor,
+        warmup=executor.load_and_warm_up,
+        engine_info=app_mod.EngineView(lambda: executor.engine),
+        extensions=[pipeline.extension()],
+    )
+    return asyncio.run(serve(application, config.server))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

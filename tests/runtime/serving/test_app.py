@@ -1,0 +1,91 @@
+"""The application factory's contract with other layers: extensions, readiness checks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from its_runtime import app as app_mod
+from its_runtime.api import readiness
+from its_runtime.api.services import Services
+from its_runtime.config import RuntimeConfig
+
+from .tinymodel import ModuleExecutor, TinyDetector
+
+
+class CameraLayer:
+    """What a data-plane extension does: a route, a background task, a health check."""
+
+    def __init__(self) -> None:
+        self.redis_up = True
+        self.ticks = 0
+        self.stopped = False
+
+    def __call__(self, app: web.Application, services: Services) -> None:
+        async def cameras(_: web.Request) -> web.Response:
+            return web.json_response({"cameras": [], "queue_depth": services.batcher.queue_depth})
+
+        async def background(_: web.Application) -> AsyncIterator[None]:
+            async def tick() -> None:
+                while True:
+                    self.ticks += 1
+                    await asyncio.sleep(0.01)
+
+            task = asyncio.create_task(tick())
+            yield
+            task.cancel()
+            self.stopped = True
+
+        app.router.add_get("/v1/cameras", cameras)
+        app.cleanup_ctx.append(background)
+        services.readiness.register(
+            "redis", lambda: readiness.DependencyHealth(self.redis_up, "PING")
+        )
+        services.readiness.register("postgres", self._postgres, required=False)
+
+    async def _postgres(self) -> bool:
+        raise ConnectionRefusedError("connection refused")
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[tuple[TestClient[web.Request, web.Application], CameraLayer]]:
+    config = RuntimeConfig.model_validate(
+        {"model": {"path": "unused.pt2", "inputShape": [3, 64, 64]}}
+    )
+    layer = CameraLayer()
+    application = app_mod.create_app(
+        config, ModuleExecutor(TinyDetector(), (3, 64, 64)), extensions=[layer]
+    )
+    async with TestClient(TestServer(application)) as c:
+        for _ in range(200):
+            if (await c.get("/ready")).status == 200 or not layer.redis_up:
+                break
+            await asyncio.sleep(0.02)
+        yield c, layer
+    assert layer.stopped
+
+
+async def test_an_extension_mounts_routes_tasks_and_health_checks(
+    client: tuple[TestClient[web.Request, web.Application], CameraLayer],
+) -> None:
+    c, layer = client
+    r = await c.get("/v1/cameras")
+    assert r.status == 200
+    assert await r.json() == {"cameras": [], "queue_depth": 0}
+    assert layer.ticks > 0
+    r = await c.get("/ready")
+    body = await r.json()
+    assert r.status == 200, body
+    # An optional dependency that is down shows, but does not make the pod unready.
+    assert body["dependencies"]["postgres"]["healthy"] is False
+    assert "connection refused" in body["dependencies"]["postgres"]["detail"]
+    layer.redis_up = False
+    r = await c.get("/ready")
+    body = await r.json()
+    assert r.status == 503
+    assert body["reasons"] == ["dependency redis unhealthy: PING"]
+    layer.redis_up = True
+    assert (await c.get("/ready")).status == 200

@@ -1,0 +1,108 @@
+"""A server process from start to exit: readiness around warm-up, and draining on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import time
+
+import aiohttp
+import numpy as np
+import pytest
+
+from .conftest import ServeFn, runtime_command, write_config
+from .test_server import npy, post
+
+
+@pytest.mark.slow
+def test_ready_is_false_until_warm_up_has_finished(serve: ServeFn) -> None:
+    # Warm-up runs every batch bucket (1, 2, 4, 8) of the slow model: about 2 s.
+    server = serve(model="slow", batching={"maxBatchSize": 8}, wait="live")
+    status, body = server.get("/ready")
+    assert status == 503
+    details = json.loads(body)
+    assert details["ready"] is False
+    assert details["warmed_up"] is False
+    assert "warming up" in details["reasons"]
+    assert server.get("/live")[0] == 200  # alive all along: a probe must not restart it
+    start = time.monotonic()
+    server.wait_ready(timeout=30)
+    assert time.monotonic() - start > 0.5
+    details = json.loads(server.get("/ready")[1])
+    assert details["ready"] is True
+    assert details["backend"] == "eager"
+    assert details["fallbacks"] == []
+
+
+@pytest.mark.slow
+async def test_sigterm_answers_queued_frames_then_exits(serve: ServeFn) -> None:
+    server = serve(
+        model="slow",
+        batching={"maxBatchSize": 1, "optBatchSize": 1, "maxQueueSize": 64, "maxQueueDelayMs": 0},
+    )
+    payload = npy(np.zeros((512, 512, 3), np.uint8))
+    headers = {"Content-Type": "application/x-npy"}
+    async with aiohttp.ClientSession() as s:
+        pending = [
+            asyncio.create_task(post(s, server.url + "/v1/detect", payload, headers=headers))
+            for _ in range(6)
+        ]
+        await asyncio.sleep(0.25)  # all six are queued or running (~0.1 s each)
+        server.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.1)
+        async with s.get(server.url + "/ready") as r:
+            ready_status, ready = r.status, await r.json()
+        refused, body = await post(s, server.url + "/v1/detect", payload, headers=headers)
+        results = await asyncio.gather(*pending)
+    assert ready_status == 503
+    assert ready["draining"] is True
+    assert "draining" in ready["reasons"]
+    assert (refused, body["error"]["reason"]) == (503, "draining")
+    assert [status for status, _ in results] == [200] * 6  # queued work was finished
+    assert await asyncio.to_thread(server.proc.wait, 30) == 0
+    log = server.log()
+    assert "drained (complete)" in log
+    queued = int(log.split("draining: ")[1].split(" frames queued")[0])
+    assert queued >= 2, log  # the drain really had queued work to finish
+
+
+def run_runtime(config_path: pathlib.Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(
+        runtime_command(config_path), capture_output=True, text=True, timeout=60, env=env
+    )
+
+
+def test_a_missing_or_invalid_config_stops_the_start_with_the_field_named(
+    tmp_path: pathlib.Path,
+) -> None:
+    missing = run_runtime(tmp_path / "nope.yaml")
+    assert missing.returncode == 2
+    assert "nope.yaml does not exist" in missing.stderr
+    bad = tmp_path / "bad.yaml"
+    write_config(bad, {"path": "/m.pt2", "batching": {"maxBatchSize": 0}})
+    invalid = run_runtime(bad)
+    assert invalid.returncode == 2
+    assert "maxBatchSize" in invalid.stderr
+
+
+@pytest.mark.slow
+def test_a_model_that_cannot_load_exits_with_the_engine_message(
+    tmp_path: pathlib.Path, exported_models: dict[str, pathlib.Path]
+) -> None:
+    cfg = tmp_path / "runtime.yaml"
+    # The exported fast model takes 3x64x64 frames; the config claims 3x96x96.
+    write_config(
+        cfg,
+        {"path": str(exported_models["fast"]), "inputShape": [3, 96, 96],
+         "outputFormat": "yolo", "backend": "eager"},
+        engineCache={"dir": str(tmp_path / "engines")},
+    )  # fmt: skip
+    result = run_runtime(cfg)
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "cannot serve: warm-up failed" in result.stderr
+    assert "96" in result.stderr.split("cannot serve:")[1]
