@@ -244,6 +244,7 @@ class EngineCollector(Collector):
             ("builds", "Engines built (compiled) by this process."),
             ("evictions", "Engine cache entries evicted by the size cap (LRU)."),
             ("corrupt_rebuilds", "Corrupt or incompatible cache entries rebuilt."),
+            ("build_failures", "Engine builds that failed (the engine fell back)."),
         ):
             family = CounterMetricFamily(f"its_engine_cache_{key}", help_text)
             family.add_metric([], float(counts.get(key, 0)))

@@ -82,6 +82,7 @@ def select(
                 )
                 return runner, fallbacks
             except Exception as exc:
+                cache.stats.build_failures += 1
                 reason = f"{type(exc).__name__}: {_first_line(exc)}"
         fallbacks.append((backend.value, reason))
         log.warning("backend %s not used: %s", backend.value, reason)

@@ -69,6 +69,8 @@ class EngineCacheStats:
     builds: int = 0
     evictions: int = 0
     corrupt_rebuilds: int = 0
+    #: Builds that raised (the engine then fell back to the next backend).
+    build_failures: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)

@@ -1,0 +1,123 @@
+"""Run the operator and a runtime pod as local processes, the way the cluster would.
+
+There is no container runtime here (kwok only plays pods), so the demo and the
+end-to-end tests start the real programs on this machine instead, but with what the
+cluster would give them and nothing more:
+
+* the operator gets the command line of ``manifests/base``'s Deployment and the
+  token of its ServiceAccount (not cluster-admin), so the RBAC rules are really
+  exercised;
+* a runtime pod is "run" from its Deployment as the operator rendered it: the config
+  file comes from the ConfigMap, environment variables are resolved from Secrets as
+  the kubelet would, and in-pod paths are mapped to local directories.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pathlib
+import shutil
+from typing import Any
+
+import yaml
+
+from its_devenv import cluster as devcluster
+from its_devenv import procs
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+OPERATOR_NAMESPACE = "its-system"
+OPERATOR_SA = "its-operator"
+
+
+def kustomize(path: pathlib.Path | str, c: devcluster.Cluster) -> list[dict[str, Any]]:
+    out = c.kubectl("kustomize", str(path)).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def operator_container(c: devcluster.Cluster) -> dict[str, Any]:
+    """The operator container exactly as ``manifests/base`` declares it."""
+    for doc in kustomize(REPO_ROOT / "manifests" / "base", c):
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "its-operator":
+            container: dict[str, Any] = doc["spec"]["template"]["spec"]["containers"][0]
+            return container
+    raise LookupError("manifests/base has no its-operator Deployment")
+
+
+def service_account_kubeconfig(
+    c: devcluster.Cluster, path: pathlib.Path, *, namespace: str, name: str
+) -> pathlib.Path:
+    """A kubeconfig that authenticates as the ServiceAccount (a bound token)."""
+    token = c.kubectl("create", "token", name, "-n", namespace, "--duration=24h").stdout.strip()
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "its-dev",
+                "cluster": {"server": c.server, "certificate-authority": str(c.pki.ca_cert)},
+            }
+        ],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "its-dev", "user": name}}],
+        "current-context": "sa",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg))
+    path.chmod(0o600)
+    return path
+
+
+def start_operator(
+    c: devcluster.Cluster, run_dir: pathlib.Path, *, name: str = "operator", pod_name: str = ""
+) -> int:
+    """Start ``its-operator`` with the manifest's args as its ServiceAccount."""
+    container = operator_container(c)
+    exe = shutil.which("its-operator")
+    if exe is None:
+        raise FileNotFoundError("its-operator is not installed (pip install -e '.[operator]')")
+    kubeconfig = service_account_kubeconfig(
+        c, run_dir / f"{name}.kubeconfig", namespace=OPERATOR_NAMESPACE, name=OPERATOR_SA
+    )
+    env = {"KUBECONFIG": str(kubeconfig), "POD_NAME": pod_name or name}
+    return procs.start(name, [exe, *container.get("args", [])], run_dir=run_dir, env=env)
+
+
+def _secret_value(c: devcluster.Cluster, namespace: str, name: str, key: str) -> str:
+    secret = json.loads(c.kubectl("get", "secret", name, "-n", namespace, "-o", "json").stdout)
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def pod_env(c: devcluster.Cluster, namespace: str, container: dict[str, Any]) -> dict[str, str]:
+    """Resolve a container's env as the kubelet would (values, Secret and ConfigMap refs)."""
+    env: dict[str, str] = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+            continue
+        ref = item.get("valueFrom", {})
+        if "secretKeyRef" in ref:
+            r = ref["secretKeyRef"]
+            env[item["name"]] = _secret_value(c, namespace, r["name"], r["key"])
+        elif "configMapKeyRef" in ref:
+            r = ref["configMapKeyRef"]
+            cm = json.loads(
+                c.kubectl("get", "configmap", r["name"], "-n", namespace, "-o", "json").stdout
+            )
+            env[item["name"]] = cm["data"][r["key"]]
+        elif "fieldRef" in ref and ref["fieldRef"]["fieldPath"] == "metadata.namespace":
+            env[item["name"]] = namespace
+    return env
+
+
+def deployment(c: devcluster.Cluster, namespace: str, name: str) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(
+        c.kubectl("get", "deployment", name, "-n", namespace, "-o", "json").stdout
+    )
+    return out
+
+
+def configmap_data(c: devcluster.Cluster, namespace: str, name: str) -> dict[str, str]:
+    cm = json.loads(c.kubectl("get", "configmap", name, "-n", namespace, "-o", "json").stdout)
+    data: dict[str, str] = cm.get("data", {})
+    return data
