@@ -1,0 +1,93 @@
+"""``status`` of an AnalyticsPipeline: what the operator observed, for people and tools.
+
+Shaped for the tools that read it, not for the operator: conditions follow
+``metav1.Condition`` exactly (kstatus, Argo CD and ``kubectl wait`` understand them),
+``observedGeneration`` is the CR's own generation (never a child's), and the flat
+``reason``/``replicasSummary`` strings exist only so printer columns can show them.
+Conditions have positive polarity except ``Degraded``, which the issue asks for and
+which, like kstatus' ``Stalled``, is True only while something is wrong.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from pydantic import Field
+
+from its_operator.api import base
+
+
+class ConditionType(enum.StrEnum):
+    READY = "Ready"
+    PROGRESSING = "Progressing"
+    DEGRADED = "Degraded"
+
+
+class ConditionStatus(enum.StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(base.CrModel):
+    type: str = Field(
+        ...,
+        max_length=316,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+        r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+        description="Ready, Progressing or Degraded.",
+    )
+    status: ConditionStatus = Field(..., description="True, False or Unknown.")
+    observed_generation: int = Field(
+        0, ge=0, description="The CR generation this condition was computed from."
+    )
+    last_transition_time: str = Field(
+        ...,
+        json_schema_extra={"format": "date-time"},
+        description="When status last flipped (not when the message changed).",
+    )
+    reason: str = Field(
+        ...,
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="CamelCase cause, e.g. SecretNotFound or ProgressDeadlineExceeded.",
+    )
+    message: str = Field("", max_length=32768, description="Human-readable detail.")
+
+
+class ServiceMonitorState(enum.StrEnum):
+    APPLIED = "Applied"
+    DISABLED = "Disabled"
+    CRD_NOT_INSTALLED = "CRDNotInstalled"
+
+
+class MonitoringStatus(base.CrModel):
+    service_monitor: ServiceMonitorState = Field(
+        ..., description="Applied, Disabled (spec), or CRDNotInstalled (skipped)."
+    )
+
+
+class EngineCacheStatus(base.CrModel):
+    claim_name: str = Field(..., description="PersistentVolumeClaim holding the engines.")
+    phase: str = Field("Pending", description="Claim phase: Pending, Bound or Lost.")
+    capacity: str | None = Field(None, description="Bound capacity.")
+
+
+class PipelineStatus(base.CrModel):
+    observed_generation: int = Field(
+        0, ge=0, description="metadata.generation of the spec the status describes."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Progressing and Degraded (metav1.Condition).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    replicas: int = Field(0, ge=0, description="Pods of the runtime Deployment.")
+    ready_replicas: int = Field(0, ge=0, description="Pods passing readiness.")
+    updated_replicas: int = Field(0, ge=0, description="Pods running the current spec.")
+    replicas_summary: str = Field("0/0", description="ready/desired, for kubectl get.")
+    reason: str = Field("", description="Why Ready is what it is, for kubectl get.")
+    engine_cache: EngineCacheStatus | None = Field(None, description="Engine cache claim.")
+    endpoint: str | None = Field(None, description="In-cluster URL of the runtime Service.")
+    monitoring: MonitoringStatus | None = Field(None, description="ServiceMonitor state.")

@@ -1,0 +1,72 @@
+"""The HorizontalPodAutoscaler (autoscaling/v2), created only when autoscaling is on.
+
+Targets map to metrics as follows; Pods metrics need a custom-metrics adapter (e.g.
+prometheus-adapter) that exposes these names per pod:
+
+* ``cpuUtilizationPercent`` -> Resource ``cpu`` utilisation of the requests;
+* ``gpuUtilizationPercent`` -> Pods ``DCGM_FI_DEV_GPU_UTIL`` (dcgm-exporter);
+* ``queueTimeMs`` -> Pods ``its_queue_time_ms``: average queue wait per request, the
+  signal Triton's users scale on (rate of the runtime's queue-duration counter over
+  its request counter);
+* ``p99LatencyMs`` -> Pods ``its_latency_p99_ms``.
+
+Raw ``metrics`` entries are appended unchanged: the escape hatch for anything else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from its_operator.api import resource
+from its_operator.builders import meta
+
+GPU_METRIC = "DCGM_FI_DEV_GPU_UTIL"
+QUEUE_TIME_METRIC = "its_queue_time_ms"
+P99_METRIC = "its_latency_p99_ms"
+DEFAULT_BEHAVIOR: dict[str, Any] = {"scaleDown": {"stabilizationWindowSeconds": 300}}
+
+
+def _milli(value: float) -> str:
+    """A quantity string with milli precision (the API server re-spells it canonically)."""
+    return f"{round(value * 1000)}m"
+
+
+def _pods_metric(name: str, average: str) -> dict[str, Any]:
+    target = {"type": "AverageValue", "averageValue": average}
+    return {"type": "Pods", "pods": {"metric": {"name": name}, "target": target}}
+
+
+def metrics(p: resource.Pipeline) -> list[dict[str, Any]]:
+    t = p.spec.autoscaling.targets
+    out: list[dict[str, Any]] = []
+    if t.cpu_utilization_percent is not None:
+        target = {"type": "Utilization", "averageUtilization": t.cpu_utilization_percent}
+        out.append({"type": "Resource", "resource": {"name": "cpu", "target": target}})
+    if t.gpu_utilization_percent is not None:
+        out.append(_pods_metric(GPU_METRIC, str(t.gpu_utilization_percent)))
+    if t.queue_time_ms is not None:
+        out.append(_pods_metric(QUEUE_TIME_METRIC, _milli(t.queue_time_ms)))
+    if t.p99_latency_ms is not None:
+        out.append(_pods_metric(P99_METRIC, _milli(t.p99_latency_ms)))
+    out.extend(p.spec.autoscaling.metrics)
+    return out
+
+
+def build(p: resource.Pipeline) -> meta.Manifest:
+    a = p.spec.autoscaling
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": meta.metadata(p, meta.deployment_name(p)),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": meta.deployment_name(p),
+            },
+            "minReplicas": a.min_replicas,
+            "maxReplicas": a.max_replicas,
+            "metrics": metrics(p),
+            "behavior": a.behavior if a.behavior is not None else DEFAULT_BEHAVIOR,
+        },
+    }

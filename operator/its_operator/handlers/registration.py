@@ -1,0 +1,202 @@
+"""kopf wiring: indexes and event handlers that feed the queue, plus background tasks.
+
+Only kopf's *indexing* and *event-watching* handlers are used. Unlike
+``on.create``/``on.update``/daemons/timers they store no progress or diff-base
+annotations and need no finalizer, so kopf itself never writes to a pipeline; every
+write is the reconciler's and happens only when something differs. Deletion needs no
+finalizer either: children are garbage-collected through ownerReferences, and a
+retained PVC is simply not owned.
+
+Children are watched with a server-side label selector (``managed-by=its-operator``)
+so the operator neither receives nor holds other objects of those kinds; a child's
+event re-queues its pipeline (found by the ``instance`` label), which is how a
+deleted or edited child is repaired within about a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from its_operator.api import resource
+from its_operator.builders import children as children_builder
+from its_operator.builders import meta
+from its_operator.handlers import cache, kube, leadership, queue, reconciling
+
+logger = logging.getLogger(__name__)
+CHILD_SELECTOR = f"{meta.LABEL_MANAGED_BY}={meta.MANAGED_BY}"
+#: Children whose status feeds the pipeline's status; for the others, an event that
+#: changes only their status (a PDB's healthy count, ...) is not worth a reconcile.
+STATUS_READ = frozenset({"Deployment", "PersistentVolumeClaim"})
+_VOLATILE_META = ("resourceVersion", "managedFields", "generation")
+
+
+def fingerprint(body: Mapping[str, Any]) -> str:
+    """A child's content without its status and bookkeeping metadata."""
+    content = {k: v for k, v in body.items() if k != "status"}
+    content["metadata"] = {
+        k: v for k, v in body.get("metadata", {}).items() if k not in _VOLATILE_META
+    }
+    return meta.canonical_hash(content)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    #: None: cluster-wide; otherwise the namespaces served.
+    namespaces: list[str] | None = None
+    workers: int = 8
+    resync_seconds: float = 300.0
+    #: Events for one pipeline within this window fold into one reconcile.
+    coalesce_seconds: float = 0.2
+    #: None: standalone (no peering); otherwise the peering object's name.
+    peering_name: str | None = None
+    identity: str = "its-operator"
+    priority: int = 0
+    peering_poll_seconds: float = 2.0
+
+
+def _plural(api_version: str, kind: str) -> tuple[str, str]:
+    return api_version, kube.PLURALS[kind]
+
+
+class _Gates:
+    """Dispatch only when this replica acts and kopf's indexes have listed everything.
+
+    kopf calls no handler before every index has done its initial listing, so the
+    first handler call marks the caches complete; before that, a resync could see a
+    pipeline but not yet its children and re-apply them.
+    """
+
+    def __init__(self, leader: leadership.PeeringGate) -> None:
+        self.leader = leader
+        self.synced = asyncio.Event()
+
+    async def wait_open(self) -> None:
+        await self.synced.wait()
+        await self.leader.wait_open()
+
+
+class Operator:
+    """The reconciler, its queue and its gate, bound to one kopf registry."""
+
+    def __init__(self, client: kube.Kube, options: Options) -> None:
+        self.options = options
+        self.kube = client
+        self.state = cache.State()
+        self.reconciler = reconciling.Reconciler(client, self.state)
+        self.gate = leadership.PeeringGate(
+            client if options.peering_name else None,
+            identity=options.identity,
+            priority=options.priority,
+            peering_name=options.peering_name or "",
+            namespaces=options.namespaces,
+            poll=options.peering_poll_seconds,
+            on_change=self._gate_changed,
+        )
+        self.gates = _Gates(self.gate)
+        self.queue: queue.WorkQueue[cache.Key] = queue.WorkQueue(
+            self.reconciler.reconcile, workers=options.workers, gate=self.gates
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._seen: dict[tuple[str, str, str], str] = {}
+
+    def _gate_changed(self, open_: bool) -> None:
+        if open_:
+            self.resync(spread=1.0)
+        else:
+            logger.info("paused by peering: dropping %d queued pipelines", len(self.queue))
+            self.queue.clear()
+
+    def resync(self, spread: float = 0.0) -> int:
+        """Queue every known pipeline (spread over ``spread`` seconds); return how many."""
+        keys = list(self.state.pipeline_keys(reconciling.PIPELINE_INDEX))
+        for key in keys:
+            self.queue.add(key, random.uniform(0, spread) if spread else 0.0)
+        return len(keys)
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.resync_seconds)
+            if self.gate.is_open:
+                n = self.resync(spread=min(10.0, self.options.resync_seconds / 2))
+                logger.debug("periodic resync of %d pipelines", n)
+
+    def configure(self, settings: kopf.OperatorSettings) -> None:
+        for api_version, kind in children_builder.KINDS:
+            settings.watching.label_selectors[_plural(api_version, kind)] = CHILD_SELECTOR
+
+    def register(self, registry: kopf.OperatorRegistry) -> None:
+        pipelines = (resource.API_VERSION, resource.PLURAL)
+
+        @kopf.index(*pipelines, id=reconciling.PIPELINE_INDEX, registry=registry)
+        def index_pipeline(**kw: Any) -> dict[cache.Key, dict[str, Any]]:
+            return {(kw["namespace"], kw["name"]): cache.slim(kw["body"])}
+
+        @kopf.on.event(*pipelines, id="its_pipeline_event", registry=registry)
+        async def pipeline_event(**kw: Any) -> None:
+            self.gates.synced.set()
+            self.queue.add((kw["namespace"], kw["name"]), self.options.coalesce_seconds)
+
+        for api_version, kind in children_builder.KINDS:
+            self._register_child(registry, api_version, kind)
+
+        @kopf.on.startup(registry=registry)
+        async def startup(**kwargs: Any) -> None:
+            self.state.bind(_indexes(kwargs))
+            self._tasks = [
+                asyncio.create_task(self.queue.run(), name="its work queue"),
+                asyncio.create_task(self.gate.run(), name="its peering gate"),
+                asyncio.create_task(self._resync_loop(), name="its resync"),
+            ]
+
+        @kopf.on.cleanup(registry=registry)
+        async def cleanup(**_: Any) -> None:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self.kube.close()
+
+    def _register_child(self, registry: kopf.OperatorRegistry, api_version: str, kind: str) -> None:
+        selector = _plural(api_version, kind)
+        labels: dict[str, Any] = {
+            meta.LABEL_MANAGED_BY: meta.MANAGED_BY,
+            meta.LABEL_INSTANCE: kopf.PRESENT,
+        }
+
+        def index_child(**kw: Any) -> dict[cache.Key, dict[str, Any]]:
+            owner = kw["labels"][meta.LABEL_INSTANCE]
+            return {(kw["namespace"], owner): cache.slim(kw["body"])}
+
+        async def child_event(**kw: Any) -> None:
+            self.gates.synced.set()
+            namespace, owner = kw["namespace"], kw["labels"][meta.LABEL_INSTANCE]
+            child = (kind, namespace, kw["name"])
+            if kw["type"] == "DELETED":
+                self.state.forget(*child)
+                self._seen.pop(child, None)
+            elif kind not in STATUS_READ:
+                print_ = fingerprint(kw["body"])
+                if self._seen.get(child) == print_:
+                    return  # a status-only update of a child whose status is not read
+                self._seen[child] = print_
+            self.queue.add((namespace, owner), self.options.coalesce_seconds)
+
+        kopf.index(*selector, id=reconciling.index_id(kind), labels=labels, registry=registry)(
+            index_child
+        )
+        kopf.on.event(*selector, id=f"its_{kind.lower()}_event", labels=labels, registry=registry)(
+            child_event
+        )
+
+
+def _indexes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if k.startswith("its_") and k.endswith("_index")}

@@ -1,0 +1,117 @@
+"""Dashboards, alerts and adapter rules only name metrics the runtime really exports,
+so a renamed metric breaks a test here instead of an on-call engineer's graph."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import yaml
+from its_runtime import metrics
+from prometheus_client import CollectorRegistry
+
+MANIFESTS = pathlib.Path(__file__).resolve().parents[2] / "manifests"
+#: Metrics from other exporters the manifests may reference.
+EXTERNAL = {"DCGM_FI_DEV_GPU_UTIL"}
+
+
+@dataclass
+class _Engine:
+    """Engine stats as a CPU engine that fell back once reports them."""
+
+    backend_name: str = "aotinductor"
+
+    def fallback_causes(self) -> Sequence[tuple[str, str]]:
+        return [("tensorrt", "no CUDA device")]
+
+    def cache_counts(self) -> Mapping[str, int]:
+        return {"hits": 1}
+
+    def memory_bytes(self) -> Mapping[str, int]:
+        return {"allocated": 1}
+
+
+@dataclass
+class _Gpu:
+    index: int = 0
+    name: str = "gpu"
+    utilization: float = 0.5
+    memory_used_bytes: int = 1
+    memory_total_bytes: int = 2
+    temperature_celsius: float = 40.0
+
+
+@dataclass
+class _Telemetry:
+    available: bool = True
+
+    def sample(self) -> Sequence[_Gpu]:
+        return [_Gpu()]
+
+
+def _exported_names() -> set[str]:
+    """Every name the runtime exports: its registry plus the scrape-time collectors."""
+    scrape_time = CollectorRegistry()
+    scrape_time.register(metrics.EngineCollector(_Engine()))
+    scrape_time.register(metrics.GpuCollector(_Telemetry()))
+    names: set[str] = set()
+    families = [*metrics.REGISTRY.collect(), *scrape_time.collect()]
+    for family in families:
+        for sample in family.samples:
+            names.add(sample.name)
+        names.add(family.name)
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        if family.type == "histogram":
+            names.update(family.name + s for s in ("_bucket", "_sum", "_count"))
+    return names
+
+
+def _referenced(text: str) -> set[str]:
+    return set(re.findall(r"\b(its_[a-z0-9_]+)(?=\s*[{\[(]|\s*\)|\s*$|\s*[<>=])", text))
+
+
+def _dashboard_exprs() -> str:
+    dash = json.loads((MANIFESTS / "grafana" / "its-analytics.json").read_text())
+    return "\n".join(t["expr"] for p in dash["panels"] for t in p["targets"])
+
+
+def _rule_exprs() -> str:
+    rule = yaml.safe_load(
+        (MANIFESTS / "overlays" / "monitoring" / "prometheusrule.yaml").read_text()
+    )
+    return "\n".join(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"])
+
+
+def _adapter_exprs() -> str:
+    cm = yaml.safe_load(
+        (MANIFESTS / "overlays" / "monitoring" / "prometheus-adapter.yaml").read_text()
+    )
+    cfg = yaml.safe_load(cm["data"]["config.yaml"])
+    return "\n".join(r["seriesQuery"] + "\n" + r["metricsQuery"] for r in cfg["rules"])
+
+
+def test_dashboard_alerts_and_adapter_rules_use_exported_metrics() -> None:
+    exported = _exported_names()
+    for source, text in (
+        ("dashboard", _dashboard_exprs()),
+        ("alerts", _rule_exprs()),
+        ("adapter", _adapter_exprs()),
+    ):
+        referenced = _referenced(text) - {"its_queue_time_ms", "its_latency_p99_ms"}
+        assert referenced, source
+        missing = sorted(n for n in referenced if n not in exported and n not in EXTERNAL)
+        assert not missing, f"{source} references metrics the runtime does not export: {missing}"
+
+
+def test_adapter_publishes_the_metric_names_the_operator_hpa_uses() -> None:
+    from its_operator.builders import hpa
+
+    cm = yaml.safe_load(
+        (MANIFESTS / "overlays" / "monitoring" / "prometheus-adapter.yaml").read_text()
+    )
+    published = {r["name"]["as"] for r in yaml.safe_load(cm["data"]["config.yaml"])["rules"]}
+    assert {hpa.QUEUE_TIME_METRIC, hpa.P99_METRIC} <= published

@@ -1,0 +1,154 @@
+"""Acceptance 9 and 10: no writes when nothing changed; crashes and replicas are safe."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from its_operator.builders import meta
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+SpecOf = Callable[..., dict[str, Any]]
+Doc = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+def _operator_writes(audit: Any, mark: int, namespace: str) -> list[str]:
+    """The operator's writes, leaving out peering keep-alives (leader election)."""
+    return [
+        f"{e['verb']} {e['objectRef']['resource']}/{e['objectRef'].get('name')}"
+        for e in audit.writes(mark, namespace)
+        if e["objectRef"]["resource"] != "kopfpeerings"
+    ]
+
+
+def test_full_resync_and_restart_make_zero_writes(
+    kube: Any, operator: Any, spec_of: SpecOf, pipeline: Doc, wait_until: Any, audit: Any
+) -> None:
+    op = operator("--resync-seconds", "2")
+    for name in ("idle-a", "idle-b"):
+        kube.apply(
+            pipeline(
+                name,
+                spec_of(
+                    database={"dsnSecretRef": {"name": "db", "key": "dsn"}},
+                    engineCache={"accessMode": "ReadWriteMany"},
+                    autoscaling={
+                        "enabled": True,
+                        "targets": {"queueTimeMs": 12.5, "cpuUtilizationPercent": 70},
+                    },
+                    runtime={
+                        "image": "registry.local/its-runtime:0.1.0",
+                        "resources": {"cpu": "0.5", "memory": "1024Mi"},
+                    },
+                ),
+            )
+        )
+    kube.cluster.kubectl(
+        "create", "secret", "generic", "db", "-n", kube.ns, "--from-literal=dsn=postgresql://x"
+    )
+    wait_until(lambda: kube.ready("idle-a") and kube.ready("idle-b"), 30, what="ready")
+    time.sleep(6)  # let the last cosmetic status update land
+
+    mark = audit.mark()
+    reconciles = op.metric("its_operator_reconciles_total")
+    time.sleep(7)  # three periodic full resyncs
+    assert op.metric("its_operator_reconciles_total") >= reconciles + 4
+    assert _operator_writes(audit, mark, kube.ns) == []
+
+    op.stop()
+    mark = audit.mark()
+    op2 = operator()
+    wait_until(lambda: op2.metric("its_operator_reconciles_total") >= 2, 20, what="resync")
+    time.sleep(3)
+    assert _operator_writes(audit, mark, kube.ns) == []
+    ap = kube.get("analyticspipeline", "idle-a")
+    assert not any(k.startswith("kopf.") for k in ap["metadata"].get("annotations", {}))
+    assert not ap["metadata"].get("finalizers")
+
+
+def test_killed_mid_reconcile_converges_without_duplicates(
+    kube: Any, operator: Any, spec_of: SpecOf, pipeline: Doc, wait_until: Any
+) -> None:
+    op = operator()
+    kube.apply(pipeline("crash", spec_of(engineCache={"retention": "Delete"})))
+    wait_until(lambda: "applying" in op.text(), 10, interval=0.02, what="first apply")
+    op.kill()  # SIGKILL, somewhere among the child applies
+    applied_before = op.text().count("applying ")
+    op2 = operator()
+    wait_until(lambda: kube.ready("crash"), 30, what="ready after restart")
+    selector = f"{meta.LABEL_INSTANCE}=crash"
+    counts = Counter(
+        item["kind"]
+        for kind in (
+            "configmaps",
+            "services",
+            "deployments",
+            "replicasets",
+            "pods",
+            "persistentvolumeclaims",
+            "poddisruptionbudgets",
+            "networkpolicies",
+        )
+        for item in kube.items(kind, selector)
+    )
+    assert counts == Counter(
+        {
+            k: 1
+            for k in (
+                "ConfigMap",
+                "Service",
+                "Deployment",
+                "ReplicaSet",
+                "Pod",
+                "PersistentVolumeClaim",
+                "PodDisruptionBudget",
+                "NetworkPolicy",
+            )
+        }
+    ), (applied_before, counts)
+    assert op2.alive()
+
+
+def test_only_one_replica_acts_and_the_other_takes_over(
+    kube: Any, operator: Any, spec_of: SpecOf, pipeline: Doc, wait_until: Any, audit: Any
+) -> None:
+    older = operator()
+    newer = operator()  # newer start time = higher priority: it acts, the older pauses
+    wait_until(
+        lambda: (
+            newer.metric("its_operator_active") == 1 and older.metric("its_operator_active") == 0
+        ),
+        20,
+        what="older paused",
+    )
+
+    mark = audit.mark()
+    kube.apply(pipeline("ha", spec_of()))
+    wait_until(lambda: kube.ready("ha"), 30, what="ready")
+    writers = {
+        e["userAgent"]
+        for e in audit.writes(mark, kube.ns)
+        if e["objectRef"]["resource"] != "kopfpeerings"
+    }
+    assert writers
+    assert all(newer.identity in ua for ua in writers), writers
+
+    newer.kill()
+    t0 = time.monotonic()
+    wait_until(lambda: older.metric("its_operator_active") == 1, 40, what="take-over")
+    takeover = time.monotonic() - t0
+    mark = audit.mark()
+    kube.cluster.kubectl("delete", "configmap", "ha-config", "-n", kube.ns)
+    wait_until(lambda: kube.get("configmap", "ha-config"), 20, what="repaired by the survivor")
+    writers = {
+        e["userAgent"]
+        for e in audit.writes(mark, kube.ns)
+        if e["objectRef"]["resource"] != "kopfpeerings"
+    }
+    assert writers
+    assert all(older.identity in ua for ua in writers), writers
+    assert takeover < 25, takeover

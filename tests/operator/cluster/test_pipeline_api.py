@@ -1,0 +1,157 @@
+"""Acceptance 1 and 3: the generated CRD installs, documents itself, and rejects bad specs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.cluster
+
+
+def test_explain_shows_the_model_descriptions(cluster: Any, crds: None) -> None:
+    out = cluster.kubectl("explain", "analyticspipeline.spec.model").stdout
+    assert "The detector: file, format, input shape, precision and batching." in out
+    assert "Engine precision: fp32, fp16 or int8." in out
+    batching = cluster.kubectl("explain", "analyticspipeline.spec.model.batching").stdout
+    assert "maxQueueDelayMs" in batching
+
+
+INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
+    (
+        "min-over-max",
+        {
+            "autoscaling": {
+                "enabled": True,
+                "minReplicas": 5,
+                "maxReplicas": 2,
+                "targets": {"cpuUtilizationPercent": 50},
+            },
+            "engineCache": {"accessMode": "ReadWriteMany"},
+        },
+        [
+            "spec.autoscaling.minReplicas",
+            "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        ],
+    ),
+    (
+        "opt-over-max",
+        {"model": {"path": "/models/d.pt2", "batching": {"maxBatchSize": 2, "optBatchSize": 4}}},
+        ["spec.model.batching.optBatchSize", "optBatchSize must not exceed maxBatchSize"],
+    ),
+    (
+        "unknown-precision",
+        {"model": {"path": "/models/d.pt2", "precision": "fp8"}},
+        ["spec.model.precision", 'Unsupported value: "fp8"'],
+    ),
+    (
+        "zero-fps",
+        {"cameras": [{"name": "c1", "url": "rtsp://x/1", "fps": 0}]},
+        ["spec.cameras[0].fps", "should be greater than 0"],
+    ),
+    (
+        "replicas-with-autoscaling",
+        {
+            "runtime": {"image": "i", "replicas": 2},
+            "engineCache": {"accessMode": "ReadWriteMany"},
+            "autoscaling": {"enabled": True, "targets": {"gpuUtilizationPercent": 70}},
+        },
+        ["spec.runtime.replicas", "must not be set while autoscaling.enabled is true"],
+    ),
+    (
+        "camera-scheme",
+        {"cameras": [{"name": "c1", "url": "ftp://cams/1"}]},
+        ["spec.cameras[0].url", "url scheme must be one of rtsp, rtsps, http, https, file"],
+    ),
+    (
+        "duplicate-camera",
+        {"cameras": [{"name": "c1", "url": "rtsp://a"}, {"name": "c1", "url": "rtsp://b"}]},
+        [".spec.cameras", 'duplicate entries for key [name="c1"]'],
+    ),
+    (
+        "surge-and-unavailable-zero",
+        {"rollout": {"maxSurge": 0, "maxUnavailable": "0%"}},
+        ["spec.rollout.maxUnavailable", "must not both be 0"],
+    ),
+    (
+        "rwo-with-replicas",
+        {"runtime": {"image": "i", "replicas": 3}},
+        ["spec.engineCache.accessMode", "ReadWriteOnce serves one replica"],
+    ),
+    (
+        "reserved-env",
+        {"runtime": {"image": "i", "env": [{"name": "ITS_DATABASE_DSN", "value": "postgres://"}]}},
+        ["spec.runtime.env[0].name", "are reserved"],
+    ),
+    (
+        "bad-quantity",
+        {"engineCache": {"size": "lots"}},
+        ["spec.engineCache.size", "should match"],
+    ),
+    (
+        "unknown-field-kept-out",
+        {"runtime": {"image": "i", "gpus": 2}},
+        [".spec.runtime.gpus: field not declared in schema"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "patch", "needles"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_specs_are_rejected_at_apply_time(
+    cluster: Any,
+    crds: None,
+    namespace: str,
+    spec_of: Callable[..., dict[str, Any]],
+    pipeline: Callable[..., dict[str, Any]],
+    name: str,
+    patch: dict[str, Any],
+    needles: list[str],
+) -> None:
+    doc = pipeline(name, spec_of(**patch))
+    proc = cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--validate=strict",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=yaml.safe_dump(doc),
+        check=False,
+    )
+    assert proc.returncode != 0, f"{name} was accepted"
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def test_engine_cache_cannot_shrink_or_change_mode(
+    cluster: Any,
+    crds: None,
+    namespace: str,
+    spec_of: Callable[..., dict[str, Any]],
+    pipeline: Callable[..., dict[str, Any]],
+) -> None:
+    doc = pipeline("grow", spec_of(engineCache={"size": "20Gi"}))
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+    smaller = pipeline("grow", spec_of(engineCache={"size": "10Gi", "accessMode": "ReadWriteMany"}))
+    proc = cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(smaller), check=False
+    )
+    assert "engineCache.size may only grow" in proc.stderr
+    assert "engineCache.accessMode is immutable" in proc.stderr
+
+
+def test_metadata_name_is_a_short_dns_label(
+    cluster: Any,
+    crds: None,
+    namespace: str,
+    spec_of: Callable[..., dict[str, Any]],
+    pipeline: Callable[..., dict[str, Any]],
+) -> None:
+    doc = pipeline("p" * 60, spec_of())
+    proc = cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc), check=False
+    )
+    assert "metadata.name: Too long" in proc.stderr
