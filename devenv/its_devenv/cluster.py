@@ -75,6 +75,13 @@ def _which(name: str) -> str:
     raise FileNotFoundError(f"{name} is not built; run `make dev-cluster` (or {BUILD_SCRIPT})")
 
 
+class KubectlError(subprocess.CalledProcessError):
+    """A failed kubectl call whose message carries kubectl's own words."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{self.stderr}"
+
+
 @dataclass(frozen=True)
 class Cluster:
     """A handle on a running local cluster: what tests and tools need to reach it."""
@@ -117,9 +124,7 @@ class Cluster:
             timeout=timeout,
         )
         if check and proc.returncode != 0:
-            raise subprocess.CalledProcessError(
-                proc.returncode, proc.args, output=proc.stdout, stderr=proc.stderr
-            )
+            raise KubectlError(proc.returncode, proc.args, output=proc.stdout, stderr=proc.stderr)
         return proc
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -311,6 +316,40 @@ def gpu_node(name: str) -> dict[str, Any]:
             "addresses": [
                 {"type": "InternalIP", "address": f"10.0.0.{GPU_NODES.index(name) + 10}"},
                 {"type": "Hostname", "address": name},
+            ],
+        },
+    }
+
+
+def schemaless_crd(group: str, version: str, kind: str, plural: str) -> dict[str, Any]:
+    """A CRD that accepts any object: a stand-in for a third party's CRD (Prometheus
+    Operator, KEDA) whose real schema cannot be fetched here. It makes the kind exist,
+    so API discovery, RBAC and dry runs see it; it checks no third-party schema."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "names": {
+                "kind": kind,
+                "plural": plural,
+                "singular": kind.lower(),
+                "listKind": f"{kind}List",
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": version,
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
             ],
         },
     }

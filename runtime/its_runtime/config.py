@@ -21,8 +21,18 @@ from typing import Annotated, Any, Self
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 #: Where the operator mounts the rendered config, and the runtime looks by default.
 DEFAULT_CONFIG_PATH = "/etc/its/runtime.yaml"
@@ -190,10 +200,42 @@ Coordinate = Annotated[float, Field(ge=0, le=1)]
 
 
 class Point(_Model):
-    """A point in normalised image coordinates (0..1), independent of resolution."""
+    """A point in normalised image coordinates (0..1), independent of resolution.
+
+    On the wire (CR, config file) a point is ``[x, y]``, not ``{x: .., y: ..}``: the YAML
+    1.1 parser behind kubectl and kustomize reads an unquoted ``y`` key as the boolean
+    true, which turns every hand-written point into an unknown field ``true``.
+    In Python it is an object with ``.x`` and ``.y``.
+    """
 
     x: Coordinate = Field(..., description="Horizontal position, 0 = left edge, 1 = right edge.")
     y: Coordinate = Field(..., description="Vertical position, 0 = top edge, 1 = bottom edge.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pair(cls, data: Any) -> Any:
+        if isinstance(data, list | tuple):
+            if len(data) != 2:
+                raise ValueError(f"a point is [x, y]; got {len(data)} numbers")
+            return {"x": data[0], "y": data[1]}
+        return data
+
+    @model_serializer(mode="plain")
+    def _to_pair(self) -> list[float]:
+        return [self.x, self.y]
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {
+            "type": "array",
+            "description": "[x, y] in normalised image coordinates: 0..1 from the left and "
+            "from the top edge.",
+            "items": {"type": "number", "minimum": 0, "maximum": 1},
+            "minItems": 2,
+            "maxItems": 2,
+        }
 
 
 class CountingLine(_Model):

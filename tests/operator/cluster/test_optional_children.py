@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from its_devenv import cluster as devcluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -25,34 +26,9 @@ SM_CRD = "servicemonitors.monitoring.coreos.com"
 def servicemonitor_crd(cluster: Any) -> Iterator[None]:
     present = cluster.kubectl("get", "crd", SM_CRD, check=False).returncode == 0
     if not present:
-        crd = {
-            "apiVersion": "apiextensions.k8s.io/v1",
-            "kind": "CustomResourceDefinition",
-            "metadata": {"name": SM_CRD},
-            "spec": {
-                "group": "monitoring.coreos.com",
-                "names": {
-                    "kind": "ServiceMonitor",
-                    "plural": "servicemonitors",
-                    "singular": "servicemonitor",
-                    "listKind": "ServiceMonitorList",
-                },
-                "scope": "Namespaced",
-                "versions": [
-                    {
-                        "name": "v1",
-                        "served": True,
-                        "storage": True,
-                        "schema": {
-                            "openAPIV3Schema": {
-                                "type": "object",
-                                "x-kubernetes-preserve-unknown-fields": True,
-                            }
-                        },
-                    }
-                ],
-            },
-        }
+        crd = devcluster.schemaless_crd(
+            "monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors"
+        )
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(crd))
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{SM_CRD}")
     yield
