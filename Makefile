@@ -3,21 +3,19 @@ PYTHON ?= python3
 DEVENV := $(PYTHON) -m its_devenv.cli
 PYTEST_ARGS ?=
 
-.PHONY: help install build-control-plane dev-cluster dev-cluster-down dev-cluster-reset \
-        services services-down crds crds-check lint typecheck imports pytest test demo \
+.PHONY: help deps build-control-plane dev-cluster dev-cluster-down dev-cluster-reset \
+        services services-down demo-down crds crds-check lint typecheck imports pytest test demo \
         bench-serving bench-operator bench-data-plane clean
 
 help:
 	@echo "make demo              the main job: cluster, services, operator, a pipeline, live runtime"
 	@echo "make test              lint, type checks, import contracts, CRD drift check, all tests"
+	@echo "make demo-down         stop everything the demo started"
 	@echo "make dev-cluster       start (or reuse) the local control plane; prints KUBECONFIG"
 	@echo "make dev-cluster-down  stop it"
 	@echo "make services          start (or reuse) PostgreSQL and Redis; prints their URLs"
 	@echo "make services-down     stop them"
 	@echo "make crds              regenerate crds/ from the Python API types"
-
-install:
-	$(PYTHON) -m pip install -q -e '.[operator,runtime,dev]'
 
 build-control-plane:
 	bash devenv/its_devenv/build-control-plane.sh all
@@ -53,13 +51,19 @@ typecheck:
 imports:
 	lint-imports
 
-pytest: build-control-plane
+pytest:
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
-test: lint typecheck imports crds-check pytest
+test: deps lint typecheck imports crds-check pytest
 
-demo:
-	$(PYTHON) -m its_devenv.demo
+deps:
+	PYTHON=$(PYTHON) bash devenv/install-deps.sh
+
+demo: deps
+	$(PYTHON) -m its_devenv.demo up
+
+demo-down:
+	$(PYTHON) -m its_devenv.demo down
 
 bench-serving:
 	$(PYTHON) benchmarks/serving.py

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs what this project needs on a fresh Debian machine, and does nothing that is
+# already done: Debian packages (PostgreSQL, Redis, GStreamer's RTSP server, ffmpeg,
+# Go, g++), the Python packages (pip install -e '.[operator,runtime,dev]'; torch is a
+# multi-GB CUDA wheel, installed once and then kept), and the Go-built control plane
+# (cached in ~/.cache/its-analytics). Used by `make demo`, `make test` and .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+PYTHON="${PYTHON:-python3}"
+CACHE="${ITS_CACHE_DIR:-$HOME/.cache/its-analytics}"
+mkdir -p "$CACHE"
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && id postgres >/dev/null 2>&1 || need+=(postgresql)
+command -v ffmpeg >/dev/null || need+=(ffmpeg)
+{ [ -e /usr/lib/x86_64-linux-gnu/girepository-1.0/GstRtspServer-1.0.typelib ] &&
+  [ -e /usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstvideoparsersbad.so ]; } ||
+  need+=(gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base
+         gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+         gstreamer1.0-libav)
+/usr/bin/python3 -c 'import gi' 2>/dev/null || need+=(python3-gi)
+command -v go >/dev/null || need+=(golang-go)
+command -v g++ >/dev/null || need+=(g++)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "[install-deps] apt-get install ${need[*]}" >&2
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Debian starts the packaged servers; this project runs its own on other ports.
+  for svc in postgresql redis-server; do ($SUDO service "$svc" stop >/dev/null 2>&1 || true); done
+fi
+
+# Python packages: reinstall when pyproject.toml changed, when something is missing, or
+# when the editable install points at another checkout (CI clones elsewhere).
+stamp="$CACHE/pip-$(sha256sum pyproject.toml | cut -c1-16)"
+here_ok() {
+  "$PYTHON" - <<'PY' 2>/dev/null
+import os, sys
+import asyncpg, kopf, torch  # noqa: F401
+import its_operator, its_runtime
+here = os.path.realpath(os.getcwd())
+sys.exit(0 if all(os.path.realpath(m.__file__).startswith(here) for m in (its_operator, its_runtime)) else 1)
+PY
+}
+if [ ! -e "$stamp" ] || ! here_ok; then
+  echo "[install-deps] pip install -e '.[operator,runtime,dev]' (torch is kept if present)" >&2
+  "$PYTHON" -m pip install -q -e '.[operator,runtime,dev]'
+  touch "$stamp"
+fi
+
+bash devenv/its_devenv/build-control-plane.sh all
