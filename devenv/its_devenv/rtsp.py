@@ -1,9 +1,15 @@
 """Start and stop the RTSP camera of :mod:`its_devenv.rtsp_server` from Python.
 
 The server itself must run under the Debian interpreter that has GStreamer's Python
-bindings (see ``rtsp_server.py``), so it is always a child process run by path; this
-module is the one place that knows how to start it, wait for its ``READY <port>``
-line and stop it. The data-plane tests, the end-to-end test and ``make demo`` use it.
+bindings (see ``rtsp_server.py``), so it is always a separate process run by path;
+this module is the one place that knows how to start it, wait for its ``READY <port>``
+line and stop it. Two shapes:
+
+* :class:`RtspServer`, a child of the caller that dies with it: the data-plane tests
+  and the end-to-end test kill it to play a camera that goes away;
+* :func:`start_detached`, a server that outlives the caller (``make demo`` returns
+  while the camera keeps streaming), tracked by a pid file like the other background
+  servers of :mod:`its_devenv.procs` and stopped with ``procs.stop``.
 
 The child writes its output to a log file rather than a pipe: a pipe nobody reads
 after start-up fills up with GStreamer's warnings and then blocks the server, while a
@@ -26,6 +32,8 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+
+from its_devenv import procs
 
 #: The server script, run by path under :data:`INTERPRETER`.
 SERVER_SCRIPT = pathlib.Path(__file__).with_name("rtsp_server.py")
@@ -62,6 +70,64 @@ def unavailable_reason(interpreter: str = INTERPRETER) -> str | None:
     return None
 
 
+def _argv(interpreter: str, video: pathlib.Path, port: int) -> list[str]:
+    if not video.is_file():
+        raise FileNotFoundError(f"video {video} does not exist")
+    return [interpreter, str(SERVER_SCRIPT), str(video), str(port)]
+
+
+def _ready_port(output: str) -> int | None:
+    """The port of the server's ``READY <port>`` line, once it has printed it."""
+    for line in output.splitlines():
+        if line.startswith("READY "):
+            return int(line.split()[1])
+    return None
+
+
+def _read_from(path: pathlib.Path, offset: int) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def url_for(port: int, host: str = "127.0.0.1") -> str:
+    return f"rtsp://{host}:{port}/cam"
+
+
+def start_detached(
+    video: str | pathlib.Path,
+    run_dir: pathlib.Path,
+    *,
+    name: str = "rtsp",
+    port: int = 0,
+    interpreter: str = INTERPRETER,
+    timeout_s: float = START_TIMEOUT_S,
+) -> str:
+    """Serve ``video`` from a process that outlives this one; return the camera URL.
+
+    The process is ``procs`` process ``name`` in ``run_dir`` (log ``name.log``, pid
+    file ``name.pid``); stop it with ``procs.stop(name, run_dir=run_dir)``.
+    """
+    argv = _argv(interpreter, pathlib.Path(video), port)
+    log = run_dir / f"{name}.log"
+    offset = log.stat().st_size if log.exists() else 0  # the log is appended to
+    procs.start(name, argv, run_dir=run_dir)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        output = _read_from(log, offset)
+        bound = _ready_port(output)
+        if bound is not None:
+            return url_for(bound)
+        if procs.pid_of(run_dir / f"{name}.pid") is None or time.monotonic() > deadline:
+            procs.stop(name, run_dir=run_dir)
+            why = output.strip()[-800:] or f"no output within {timeout_s}s"
+            raise RuntimeError(f"RTSP server for {video} did not start: {why}")
+        time.sleep(0.05)
+
+
 class RtspServer:
     """GStreamer's RTSP server in its own process, serving one file at ``/cam``."""
 
@@ -85,7 +151,7 @@ class RtspServer:
     def url(self) -> str:
         if self.port == 0:
             raise RuntimeError("the RTSP server has not started yet: its port is not known")
-        return f"rtsp://{self.host}:{self.port}/cam"
+        return url_for(self.port, self.host)
 
     @property
     def running(self) -> bool:
@@ -95,13 +161,12 @@ class RtspServer:
         """Start serving and return the URL; raises ``RuntimeError`` with the server's output."""
         if self.running:
             raise RuntimeError(f"the RTSP server is already running at {self.url}")
-        if not self.video.is_file():
-            raise FileNotFoundError(f"video {self.video} does not exist")
+        argv = _argv(self.interpreter, self.video, self.port)
         fd, name = tempfile.mkstemp(prefix="its-rtsp-", suffix=".log")
         self._log = pathlib.Path(name)
         try:
             self.proc = subprocess.Popen(
-                [self.interpreter, str(SERVER_SCRIPT), str(self.video), str(self.port)],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=fd,
                 stderr=subprocess.STDOUT,
@@ -110,10 +175,10 @@ class RtspServer:
             os.close(fd)
         deadline = time.monotonic() + timeout_s
         while True:
-            output = self._output()
-            ready = [line for line in output.splitlines() if line.startswith("READY ")]
-            if ready:
-                self.port = int(ready[0].split()[1])
+            output = "" if self._log is None else _read_from(self._log, 0)
+            bound = _ready_port(output)
+            if bound is not None:
+                self.port = bound
                 return self.url
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
@@ -131,14 +196,6 @@ class RtspServer:
         if self._log is not None:
             self._log.unlink(missing_ok=True)
             self._log = None
-
-    def _output(self) -> str:
-        if self._log is None:
-            return ""
-        try:
-            return self._log.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     def __enter__(self) -> RtspServer:
         self.start()
@@ -171,10 +228,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with serve(args.video, args.port) as server:
-        print(server.url, flush=True)
-        while not stop and server.running:
-            time.sleep(0.2)
+    try:
+        with serve(args.video, args.port) as server:
+            print(server.url, flush=True)
+            while not stop and server.running:
+                time.sleep(0.2)
+    except (FileNotFoundError, RuntimeError) as exc:
+        parser.exit(1, f"{exc}\n")
 
 
 if __name__ == "__main__":

@@ -208,6 +208,7 @@ async def _warm_up(services: Services, warmup: Callable[[], None]) -> None:
     elapsed = time.monotonic() - start
     metrics.WARMUP_TIME.set(elapsed)
     services.readiness.warmed_up = True
+    services.warm.set()
     log.info(
         "warm-up done in %.2fs; backend %s; ready to serve", elapsed, services.engine.backend_name
     )

@@ -81,7 +81,9 @@ class PerformanceTracker:
         self._queue_depth = queue_depth
         self._gpu = gpu_utilization
         self._clock = clock
-        self._since = clock()
+        #: When the first frame was recorded: throughput is frames over the time since
+        #: then (at most the window), so a slow warm-up does not read as low throughput.
+        self._since: float | None = None
         self._frames: collections.deque[tuple[float, float, bool]] = collections.deque(
             maxlen=MAX_FRAMES
         )
@@ -90,7 +92,10 @@ class PerformanceTracker:
 
     def record(self, latency_s: float, ok: bool) -> None:
         """One frame's outcome; ``latency_s`` counts only for frames that were answered."""
-        self._frames.append((self._clock(), latency_s, ok))
+        now = self._clock()
+        if self._since is None:
+            self._since = now
+        self._frames.append((now, latency_s, ok))
 
     def _window(self, now: float) -> tuple[np.ndarray[Any, Any], ...]:
         horizon = now - self.slo.window_s
@@ -107,7 +112,8 @@ class PerformanceTracker:
         now = self._clock()
         at, lat, ok = self._window(now)
         whole = _stats(lat, ok)
-        span = min(self.slo.window_s, max(now - self._since, 1e-9))
+        since = now if self._since is None else self._since
+        span = min(self.slo.window_s, max(now - since, 1e-9))
         answered = int(ok.sum())
         fps = answered / span
         slo_s = self.slo.p99_latency_ms / 1000.0

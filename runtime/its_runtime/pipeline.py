@@ -344,6 +344,7 @@ class DataPlane:
     ) -> None:
         self.config = config
         self.options = options or PipelineOptions()
+        self._camera_start: asyncio.Task[None] | None = None
         environ = os.environ if env is None else env
         self.cache = TieredCache(
             L1Cache(config.cache.l1_max_entries, config.cache.ttl_seconds),
@@ -381,8 +382,13 @@ class DataPlane:
         )
         self._started = False
 
-    async def start(self) -> None:
-        """Connect what can be connected (nothing here may fail the start), then run."""
+    async def start(self, engine_warm: asyncio.Event | None = None) -> None:
+        """Connect what can be connected (nothing here may fail the start), then run.
+
+        Cameras start once ``engine_warm`` is set: a first engine build can take
+        minutes, and frames read before the engine can run them would only be dropped
+        (and a camera's first seconds lost).
+        """
         if self.cache.l2 is not None:
             self.cache.l2.start()
         if self.database is not None and self.writer is not None:
@@ -394,11 +400,25 @@ class DataPlane:
                 self.database.mark_down(exc)
                 log.warning("database unavailable at start; journalling until it is back")
             self.writer.start()
-        for pipeline in self.pipelines.values():
-            pipeline.start()
+        if engine_warm is not None and not engine_warm.is_set():
+            self._camera_start = asyncio.create_task(
+                self._start_cameras_when(engine_warm), name="its-cameras-start"
+            )
+        else:
+            self._start_cameras()
         self._started = True
 
+    async def _start_cameras_when(self, engine_warm: asyncio.Event) -> None:
+        await engine_warm.wait()
+        self._start_cameras()
+
+    def _start_cameras(self) -> None:
+        for pipeline in self.pipelines.values():
+            pipeline.start()
+
     async def stop_cameras(self) -> None:
+        if self._camera_start is not None:
+            self._camera_start.cancel()
         await asyncio.gather(*(p.stop() for p in self.pipelines.values()))
 
     async def stop(self) -> None:
@@ -486,7 +506,7 @@ def extension(
         services.drain_hooks.append(plane.stop_cameras)
 
         async def lifecycle(_: web.Application) -> AsyncIterator[None]:
-            await plane.start()
+            await plane.start(services.warm)
             try:
                 yield
             finally:

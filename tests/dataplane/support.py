@@ -1,7 +1,8 @@
 """Helpers shared by the data-plane tests: config builders, servers, polling.
 
 Kept out of conftest.py so tests import them like any module; conftest.py holds only
-fixtures.
+fixtures. The RTSP camera lives in ``its_devenv.rtsp`` (the demo uses it too) and is
+re-exported here under its old name.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ import asyncio
 import contextlib
 import pathlib
 import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from its_devenv.rtsp import RtspServer as RtspServer
 from its_runtime import pipeline
 from its_runtime.analytics.analyzer import FrameAnalysis
 from its_runtime.analytics.synth_detector import ColourBoxDetector
@@ -34,7 +35,6 @@ from its_runtime.config import (
 )
 from its_runtime.pipeline import DataPlane, PipelineOptions
 
-HERE = pathlib.Path(__file__).parent
 INPUT_SHAPE = (3, 96, 160)
 #: Vertical counting line through the middle, drawn bottom to top: left-to-right is "in".
 MID_LINE = CountingLine(name="mid", start=Point(x=0.5, y=1.0), end=Point(x=0.5, y=0.0))
@@ -78,40 +78,6 @@ def runtime_config(
         ),
         cache=CacheConfig(redis_url_env="ITS_REDIS_URL", ttl_seconds=5.0, **(cache or {})),
     )
-
-
-class RtspServer:
-    """GStreamer's RTSP server in its own process, serving one file at /cam."""
-
-    def __init__(self, video: pathlib.Path, port: int) -> None:
-        self.video = video
-        self.port = port
-        self.proc: subprocess.Popen[str] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"rtsp://127.0.0.1:{self.port}/cam"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["/usr/bin/python3", str(HERE / "rtsp_server.py"), str(self.video), str(self.port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith("READY"):
-            self.stop()
-            raise RuntimeError(f"RTSP server did not start: {line!r}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.proc = None
 
 
 def free_port() -> int:

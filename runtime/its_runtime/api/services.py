@@ -55,6 +55,8 @@ class Services:
     #: Awaited (in order) when draining starts, before the batcher drains: extensions
     #: stop their own intake here (e.g. camera readers stop submitting frames).
     drain_hooks: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
+    #: Set once warm-up has finished: the engine can take frames.
+    warm: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     #: Set when the process cannot serve at all (warm-up failed); the server then exits.
     fatal: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     fatal_reason: str | None = None
