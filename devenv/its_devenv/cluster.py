@@ -257,6 +257,14 @@ def _argv(cluster: Cluster, component: str, kcfg: dict[str, pathlib.Path]) -> li
             f"--cert-dir={root / 'kcm-certs'}",
             # Fast sync so HPA conditions and GC show up promptly in tests.
             "--horizontal-pod-autoscaler-sync-period=5s",
+            # The default client rate limit (20 QPS) makes the Deployment and ReplicaSet
+            # controllers, not the operator, the bottleneck when hundreds of pipelines
+            # start at once (benchmarks/operator_scale.py); raised for this one-node
+            # control plane, as large clusters do.
+            "--kube-api-qps=100",
+            "--kube-api-burst=200",
+            "--concurrent-deployment-syncs=10",
+            "--concurrent-replicaset-syncs=10",
         ]
     if component == "kube-scheduler":
         k = str(kcfg["scheduler"])

@@ -58,19 +58,6 @@ def info(msg: str) -> None:
     print(f"    {msg}", flush=True)
 
 
-def _wait(what: str, check: Any, timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except Exception:
-            result = None
-        if result:
-            return result
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 def _http_json(path: str, timeout: float = 5) -> Any:
     url = f"http://127.0.0.1:{RUNTIME_PORT}{path}"
     with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -176,7 +163,7 @@ def wait_ready(c: devcluster.Cluster, name: str) -> dict[str, Any]:
         )
         return obj if ok else None
 
-    result: dict[str, Any] = _wait(f"AnalyticsPipeline {name} Ready", ready, timeout=120)
+    result: dict[str, Any] = procs.eventually(f"AnalyticsPipeline {name} Ready", ready, timeout=120)
     return result
 
 
@@ -366,7 +353,7 @@ def up(live_seconds: float) -> int:
         + ", ".join(f"{k}=<{'secret' if 'DSN' in k else 'value'}>" for k in sorted(env))
     )
     start_runtime(config_path, env)
-    _wait(
+    procs.eventually(
         "the runtime to be ready (engine load + warm-up)",
         lambda: _http_json("/ready").get("ready"),
         timeout=300,

@@ -15,6 +15,9 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+_T = TypeVar("_T")
 
 
 def pid_of(pidfile: pathlib.Path) -> int | None:
@@ -109,3 +112,24 @@ def wait_for(
     if log is not None and log.exists():
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
     raise TimeoutError(f"{what} not ready after {timeout:.0f}s\n{tail}")
+
+
+def eventually(
+    what: str, check: Callable[[], _T | None], *, timeout: float = 60, interval: float = 0.5
+) -> _T:
+    """Poll ``check`` until it returns something truthy and return that; exceptions
+    count as not yet. On timeout raise ``TimeoutError`` naming ``what`` and the last
+    value or error seen."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+            last = result
+        except Exception as exc:
+            last = exc
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+        time.sleep(interval)

@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 import pathlib
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,17 +29,6 @@ THIRD_PARTY = [
     ("monitoring.coreos.com", "v1", "PrometheusRule", "prometheusrules"),
     ("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects"),
 ]
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +93,7 @@ def test_sample_reaches_ready_with_the_operator_running_as_its_service_account(
     name = next(d["metadata"]["name"] for d in docs if d["kind"] == "AnalyticsPipeline")
 
     log = operator_as_service_account
-    obj = _wait(
+    obj = procs.eventually(
         "the sample to be Ready",
         lambda: o if _ready(o := _pipeline(c, namespace, name)) else None,
         timeout=90,
@@ -136,7 +124,7 @@ def test_sample_reaches_ready_with_the_operator_running_as_its_service_account(
 def test_the_operator_pods_pass_restricted_admission(installed: devcluster.Cluster) -> None:
     ns = json.loads(installed.kubectl("get", "namespace", "its-system", "-o", "json").stdout)
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    _wait(
+    procs.eventually(
         "the operator Deployment's pods (played by kwok) to be admitted and ready",
         lambda: (
             json.loads(

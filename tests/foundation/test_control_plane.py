@@ -4,25 +4,13 @@ collection and admission are done by the real Kubernetes components."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from its_devenv import cluster as devcluster
+from its_devenv import procs
 
 pytestmark = pytest.mark.cluster
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def _deployment(name: str, gpus: int, replicas: int = 2) -> str:
@@ -98,7 +86,7 @@ def test_gpu_pods_run_on_gpu_nodes_and_oversized_requests_stay_pending(
         ]
         return ok if len(ok) == 2 else None
 
-    pods = _wait("2 Ready GPU pods", ready_pods)
+    pods = procs.eventually("2 Ready GPU pods", ready_pods)
     assert {p["spec"]["nodeName"] for p in pods} <= set(devcluster.GPU_NODES)
     cluster.kubectl("rollout", "status", "-n", namespace, "deployment/fits", "--timeout=60s")
 
@@ -116,7 +104,7 @@ def test_gpu_pods_run_on_gpu_nodes_and_oversized_requests_stay_pending(
         msgs = [e["message"] for e in json.loads(ev)["items"]]
         return next((m for m in msgs if "nvidia.com/gpu" in m), None)
 
-    message = _wait("a FailedScheduling event", failed_scheduling)
+    message = procs.eventually("a FailedScheduling event", failed_scheduling)
     assert "Insufficient nvidia.com/gpu" in message
     big = _pods(cluster, namespace, "too-big")
     assert len(big) == 1
@@ -150,7 +138,7 @@ def test_deleting_an_owner_garbage_collects_what_it_owns(
     }
     cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(owned))
     cluster.kubectl("delete", "configmap", "owner", "-n", namespace)
-    _wait(
+    procs.eventually(
         "the owned ConfigMap to be collected",
         lambda: (
             cluster.kubectl("get", "configmap", "owned", "-n", namespace, check=False).returncode
