@@ -41,6 +41,7 @@ from typing import Any
 import asyncpg
 import numpy as np
 import torch
+
 from its_devenv import services as devservices
 from its_runtime.analytics import synth
 from its_runtime.analytics.synth_detector import ColourBoxDetector

@@ -35,9 +35,10 @@ import time
 import urllib.request
 from typing import Any
 
+from kubernetes import client, config, watch
+
 from its_devenv import cluster as devcluster
 from its_operator.api import crdgen, resource
-from kubernetes import client, config, watch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "operator_scale.json"

@@ -51,9 +51,10 @@ import aiohttp
 import numpy as np
 import torch
 import yaml
+from PIL import Image, ImageDraw, ImageFilter
+
 from its_runtime import config, preprocess
 from its_runtime.engine import Engine
-from PIL import Image, ImageDraw, ImageFilter
 
 log = logging.getLogger("bench")
 ROOT = pathlib.Path(__file__).resolve().parent

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+
 from its_devenv import cluster as devcluster
 from its_devenv import services as devservices
 

@@ -10,15 +10,15 @@ fixtures (tests/conftest.py).
 from __future__ import annotations
 
 import pathlib
-import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
+
+from its_devenv import rtsp
 from its_runtime.analytics import synth
 from its_runtime.analytics.synth_detector import ColourBoxDetector
 from its_runtime.batching import DynamicBatcher
 from its_runtime.config import BatchingConfig
-
 from tests.dataplane.support import INPUT_SHAPE, RtspServer, free_port
 
 
@@ -45,23 +45,9 @@ async def batcher() -> AsyncIterator[DynamicBatcher]:
 
 @pytest.fixture
 def rtsp_server() -> Iterator[Callable[[pathlib.Path], RtspServer]]:
-    probe = subprocess.run(
-        [
-            "/usr/bin/python3",
-            "-c",
-            "import gi; gi.require_version('GstRtspServer', '1.0'); "
-            "from gi.repository import GstRtspServer",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if probe.returncode != 0:
-        pytest.fail(
-            "GStreamer's RTSP server is needed: apt-get install python3-gi "
-            "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-bad gstreamer1.0-plugins-good\n"
-            + probe.stderr[-500:]
-        )
+    reason = rtsp.unavailable_reason()
+    if reason is not None:
+        pytest.fail(reason)
     servers: list[RtspServer] = []
 
     def start(video: pathlib.Path) -> RtspServer:

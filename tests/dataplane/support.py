@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+
 from its_devenv.rtsp import RtspServer as RtspServer
 from its_runtime import pipeline
 from its_runtime.analytics.analyzer import FrameAnalysis

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+
 from its_devenv import services as devservices
 from its_runtime.analytics import synth
 from its_runtime.analytics.analyzer import CROSSING, FrameAnalysis
@@ -23,7 +24,6 @@ from its_runtime.cache.l1 import L1Cache
 from its_runtime.cache.l2 import RedisL2
 from its_runtime.cache.tiered import TieredCache
 from its_runtime.pipeline import PipelineOptions, latest_key
-
 from tests.dataplane.support import (
     MID_LINE,
     RtspServer,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
+
 from its_runtime.analytics import synth
 from its_runtime.analytics.analyzer import CROSSING, OBJECT, FrameAnalysis
 from its_runtime.analytics.lines import LineCounter
@@ -18,7 +19,6 @@ from its_runtime.batching import DynamicBatcher
 from its_runtime.config import CountingLine, Point
 from its_runtime.detections import Detections
 from its_runtime.pipeline import CameraPipeline, PipelineOptions
-
 from tests.dataplane.support import INPUT_SHAPE, METERS_PER_PIXEL, MID_LINE, RIGHT_HALF, camera
 
 FRAME = 1 / 30

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 
 import pytest
 import redis.asyncio as aioredis
+
 from its_devenv import services as devservices
 from its_runtime.cache.l1 import L1Cache
 from its_runtime.cache.l2 import RedisL2
 from its_runtime.cache.tiered import TieredCache
 from its_runtime.ingest.backoff import Backoff
-
 from tests.dataplane.support import eventually
 
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import numpy as np
 import pytest
 from aiohttp import web
+
 from its_runtime.analytics import synth
 from its_runtime.config import CameraConfig
 from its_runtime.ingest.backoff import Backoff
@@ -23,7 +24,6 @@ from its_runtime.ingest.frames import Frame
 from its_runtime.ingest.reader import CameraReader
 from its_runtime.ingest.slot import LatestSlot
 from its_runtime.ingest.stats import CameraStats
-
 from tests.dataplane.support import RtspServer, eventually, free_port
 
 SIZE = (160, 96)

@@ -9,6 +9,7 @@ import time
 
 import asyncpg
 import pytest
+
 from its_devenv import services as devservices
 from its_runtime.config import DatabaseConfig
 from its_runtime.ingest.backoff import Backoff
@@ -17,7 +18,6 @@ from its_runtime.store.database import Database
 from its_runtime.store.journal import Journal, JournalLockedError
 from its_runtime.store.rows import FrameRows, RowBatch
 from its_runtime.store.writer import RowWriter
-
 from tests.dataplane.support import eventually
 
 

@@ -8,10 +8,10 @@ import threading
 
 import aiohttp
 from aiohttp import web
+
 from its_runtime import pipeline
 from its_runtime.analytics.synth_detector import ColourBoxDetector
 from its_runtime.app import create_app
-
 from tests.dataplane import support
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 import yaml
+
 from its_devenv import cluster as devcluster
 from its_devenv import localrun, procs
-
 from tests.deploy import argocd
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import yaml
-from its_runtime import metrics
 from prometheus_client import CollectorRegistry
+
+from its_runtime import metrics
 
 MANIFESTS = pathlib.Path(__file__).resolve().parents[2] / "manifests"
 #: Metrics from other exporters the manifests may reference.

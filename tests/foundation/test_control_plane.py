@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+
 from its_devenv import cluster as devcluster
 from its_devenv import procs
 

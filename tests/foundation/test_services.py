@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+
 from its_devenv import services as devservices
 
 pytestmark = pytest.mark.services

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from its_operator.api import resource
 
 SAMPLE_SPEC: dict[str, Any] = {

@@ -31,10 +31,11 @@ import aiohttp
 import asyncpg
 import av
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from its_devenv import procs, rtsp
 from its_runtime import config
 from its_runtime.analytics import synth, synth_detector
-from prometheus_client.parser import text_string_to_metric_families
 
 INPUT_SHAPE = (3, 96, 160)
 CAMERA = "cam-1"

@@ -19,10 +19,10 @@ import copy
 import enum
 from typing import Annotated, Any, Self
 
-from its_runtime import config as rc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from its_operator.api import base, quantities
+from its_runtime import config as rc
 
 #: Kubernetes' own quantity grammar (as controller-gen emits it for resource.Quantity).
 QUANTITY_PATTERN = (

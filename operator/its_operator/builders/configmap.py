@@ -9,10 +9,9 @@ rolls the pods.
 
 from __future__ import annotations
 
-from its_runtime import config as rc
-
 from its_operator.api import resource
 from its_operator.builders import meta
+from its_runtime import config as rc
 
 #: Where the engine-cache volume is mounted (and the runtime keeps its engines).
 ENGINE_CACHE_DIR = rc.EngineCacheConfig.model_fields["dir"].default

@@ -21,11 +21,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from its_runtime import config as rc
-
 from its_operator.api import resource
 from its_operator.api import spec as spec_module
 from its_operator.builders import configmap, meta
+from its_runtime import config as rc
 
 CONTAINER = "runtime"
 HTTP_PORT = rc.ServerConfig.model_fields["port"].default

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from its_operator.api import crdgen
 
 OPERATOR_UA = "its-operator/"

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from its_operator.builders import meta
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

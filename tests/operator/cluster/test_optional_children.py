@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from its_devenv import cluster as devcluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

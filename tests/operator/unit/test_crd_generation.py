@@ -6,6 +6,7 @@ import pathlib
 from typing import Any
 
 import yaml
+
 from its_operator.api import crdgen, resource, schema, spec
 
 

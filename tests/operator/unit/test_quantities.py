@@ -5,6 +5,7 @@ from __future__ import annotations
 import decimal
 
 import pytest
+
 from its_operator.api import quantities
 
 

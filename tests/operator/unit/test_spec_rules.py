@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from its_operator.api import resource
 from its_operator.api import spec as spec_module
 from its_runtime import config as rc

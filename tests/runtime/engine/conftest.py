@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 import torch
+from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
 from its_runtime import config
 from its_runtime.models import export, yolo
-from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
 

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+
 from its_runtime import config, postprocess
 from its_runtime.engine import Engine, EngineLoadError
 

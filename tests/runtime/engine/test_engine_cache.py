@@ -15,6 +15,7 @@ import textwrap
 
 import pytest
 import torch
+
 from its_runtime import config
 from its_runtime.engine import Engine, coldstart, compiled, keys
 from its_runtime.engine import cache as cache_mod

@@ -10,6 +10,7 @@ import pathlib
 
 import pytest
 import torch
+
 from its_runtime import config
 from its_runtime.engine import Engine
 

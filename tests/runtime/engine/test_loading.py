@@ -7,6 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 import torch
+
 from its_runtime import config, postprocess
 from its_runtime.engine import Engine, EngineLoadError
 from its_runtime.models import export, yolo

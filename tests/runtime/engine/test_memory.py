@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from its_runtime import config
 from its_runtime.engine import memory
 from its_runtime.engine import spec as spec_mod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from its_runtime import config, postprocess
 from its_runtime.models import ssdlite
 

@@ -7,8 +7,9 @@ import io
 import numpy as np
 import pytest
 import torch
-from its_runtime import preprocess
 from PIL import Image, ImageDraw
+
+from its_runtime import preprocess
 
 SHAPE = (3, 64, 96)  # C, H, W
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+
 from its_runtime import app as app_mod
 from its_runtime.api import readiness
 from its_runtime.api.services import Services

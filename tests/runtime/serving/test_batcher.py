@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 import torch
+
 from its_runtime import batching
 from its_runtime.config import BatchingConfig
 from its_runtime.detections import Detections

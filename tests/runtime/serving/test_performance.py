@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import torch
+
 from its_runtime import performance, telemetry
 from its_runtime.config import SloConfig
 

@@ -16,8 +16,9 @@ import threading
 
 import numpy as np
 import torch
-from its_runtime.detections import Detections
 from torch import nn
+
+from its_runtime.detections import Detections
 
 
 class TinyDetector(nn.Module):
