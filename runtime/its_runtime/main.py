@@ -62,6 +62,12 @@ class LazyEngine:
     def device(self) -> torch.device | None:
         return None if self.engine is None else self.engine.device
 
+    @property
+    def accepts_device_batches(self) -> bool:
+        """Passed through once loaded, so the batcher stages batches on CUDA (pinned
+        buffers, copy on a side stream) for an engine that takes device tensors."""
+        return self.engine is not None and self.engine.accepts_device_batches
+
     def load_and_warm_up(self) -> None:
         start = time.monotonic()
         engine = Engine.load(self._config.model, self._config.engine_cache, self._config.gpu)
