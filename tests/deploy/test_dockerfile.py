@@ -82,3 +82,27 @@ def test_entrypoint_commands_start(target: str, module: str) -> None:
     assert proc.returncode == 0, proc.stderr
     for flag in (a for a in cmd if a.startswith("--")):
         assert flag in proc.stdout, f"{entry[0]} has no {flag} option (CMD uses it)"
+
+
+def test_operator_image_runs_the_command_line_the_manifest_uses() -> None:
+    import yaml
+
+    steps = _stages()["operator"]
+    cmd = json.loads(next(a for i, a in reversed(steps) if i == "CMD"))
+    deployment = yaml.safe_load((DOCKERFILE.parent / "manifests/base/operator.yaml").read_text())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == cmd
+    ports = {p["containerPort"] for p in container["ports"]}
+    exposed = {int(p) for i, a in steps if i == "EXPOSE" for p in a.split()}
+    assert ports == exposed
+
+
+def test_runtime_image_reads_the_config_where_the_operator_mounts_it() -> None:
+    """The runtime Deployment sets no command: the image's must read the mounted file."""
+    from its_runtime import config
+
+    steps = _stages()["runtime"]
+    entry = json.loads(next(a for i, a in reversed(steps) if i == "ENTRYPOINT"))
+    cmd = json.loads(next(a for i, a in reversed(steps) if i == "CMD"))
+    assert entry == ["its-runtime"]
+    assert cmd == ["--config", config.DEFAULT_CONFIG_PATH]
