@@ -7,9 +7,18 @@
 #
 # Results go to benchmarks/results/serving-gpu.{json,png} and, when $OUT is set (the
 # device runner's output folder), are copied there with the logs.
+#
+# The lent GPU machines carry torch but reach no package index, and the runner carries
+# at most 64 MiB of ignored files. The project's other wheels for Python 3.11 come to
+# ~200 MB (PyAV alone ~104 MB; without it ~90 MB), so check first what the device
+# already has (`python3 -c "import aiohttp, pydantic, prometheus_client, asyncpg,
+# redis, cryptography, pytest"`) and carry only the missing ones as a folder
+# .gpu-deps/ (`pip install --target .gpu-deps --no-deps ...`). PyAV is not needed:
+# the runtime imports it only when a camera starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/runtime:$PWD/operator:$PWD/devenv${PYTHONPATH:+:$PYTHONPATH}"
+if [ -d .gpu-deps ]; then export PYTHONPATH="$PYTHONPATH:$PWD/.gpu-deps"; fi
 export PYTHONUNBUFFERED=1
 OUT_DIR="${OUT:-benchmarks/results}"
 mkdir -p "$OUT_DIR" benchmarks/results

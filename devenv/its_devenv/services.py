@@ -25,6 +25,10 @@ from dataclasses import dataclass
 from its_devenv import procs
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+#: The data directory of the PostgreSQL that ``stop_postgres`` last stopped, so that
+#: ``start_postgres`` brings back the same server (and its databases) even when it was
+#: started by another checkout (a dev's ``make services`` reused by tests).
+_STOPPED_DATA_DIR: dict[int, pathlib.Path] = {}
 PG_PORT = int(os.environ.get("ITS_PG_PORT", "15432"))
 REDIS_PORT = int(os.environ.get("ITS_REDIS_PORT", "16379"))
 PG_USER = "its"
@@ -113,18 +117,21 @@ class Services:
     def start_postgres(self) -> None:
         if self.postgres_running():
             return
-        self._init_postgres()
+        data = _STOPPED_DATA_DIR.pop(PG_PORT, None)
+        if data is None or not (data / "PG_VERSION").exists():
+            self._init_postgres()
+            data = self.pg_data
         opts = (
             f"-c listen_addresses=127.0.0.1 -c port={PG_PORT} "
-            f"-c unix_socket_directories={self.pg_data} -c max_connections=200 "
+            f"-c unix_socket_directories={data} -c max_connections=200 "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         )
-        log = self.root / "pg" / "postgres.log"
+        log = data.parent / "postgres.log"
         proc = _run_as_postgres(
             [
                 str(pg_bin_dir() / "pg_ctl"),
                 "-D",
-                str(self.pg_data),
+                str(data),
                 "-l",
                 str(log),
                 "-o",
@@ -148,12 +155,24 @@ class Services:
             self.psql("CREATE DATABASE its")
 
     def stop_postgres(self) -> None:
-        """Fast shutdown: clients are disconnected at once, as in a real outage."""
-        if not (self.pg_data / "postmaster.pid").exists():
+        """Fast shutdown: clients are disconnected at once, as in a real outage.
+
+        Stops the server that answers on the port, whichever checkout started it (it
+        says where its data lives), and remembers it for ``start_postgres``.
+        """
+        data = self.pg_data
+        if self.postgres_running():
+            shown = self.psql("SHOW data_directory", check=False).stdout.strip()
+            if shown:
+                data = pathlib.Path(shown)
+        if not (data / "postmaster.pid").exists():
             return
-        _run_as_postgres(
-            [str(pg_bin_dir() / "pg_ctl"), "-D", str(self.pg_data), "-m", "fast", "-w", "stop"]
+        proc = _run_as_postgres(
+            [str(pg_bin_dir() / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]
         )
+        if proc.returncode != 0:
+            raise RuntimeError(f"PostgreSQL did not stop: {proc.stderr.strip()}")
+        _STOPPED_DATA_DIR[PG_PORT] = data
 
     def psql(
         self, sql: str, *, database: str = "postgres", check: bool = True

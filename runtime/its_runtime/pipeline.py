@@ -35,7 +35,7 @@ import pathlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from aiohttp import web
@@ -52,12 +52,14 @@ from its_runtime.config import CameraConfig, RuntimeConfig
 from its_runtime.detections import Detections
 from its_runtime.ingest.backoff import Backoff
 from its_runtime.ingest.frames import Frame
-from its_runtime.ingest.reader import CameraReader
 from its_runtime.ingest.slot import LatestSlot
 from its_runtime.ingest.stats import CameraStats
 from its_runtime.store import keys
 from its_runtime.store.database import Database
 from its_runtime.store.journal import Journal
+
+if TYPE_CHECKING:
+    from its_runtime.ingest.reader import CameraReader
 from its_runtime.store.rows import DetectionRow, EventRow, FrameRows
 from its_runtime.store.writer import RowWriter
 
@@ -151,6 +153,10 @@ class CameraPipeline:
         loop = asyncio.get_running_loop()
         slot: LatestSlot[Frame] = LatestSlot(loop, lossless=self.options.lossless)
         o = self.options
+        # PyAV (FFmpeg) is imported only when a camera starts: a runtime serving
+        # /v1/detect alone (or a GPU check machine without it) does not need it.
+        from its_runtime.ingest.reader import CameraReader
+
         self._reader = CameraReader(
             self.camera,
             slot,
