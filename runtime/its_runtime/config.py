@@ -51,15 +51,18 @@ _CAMERA_URL_CEL = (
 _NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
-def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
+    """One CEL ``x-kubernetes-validations`` entry; ``message`` names the offending field."""
     out: dict[str, Any] = {"rule": rule, "message": message}
     if field_path is not None:
         out["fieldPath"] = field_path
     return out
 
 
-class _Model(BaseModel):
-    """camelCase on the wire, unknown keys rejected (a typo must not pass silently)."""
+class WireModel(BaseModel):
+    """camelCase on the wire, unknown keys rejected (a typo must not pass silently),
+    frozen (parsed configs and specs are compared and hashed, never mutated). The
+    operator's CR models use this base too, so both read alike."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -95,16 +98,16 @@ class OutputFormat(enum.StrEnum):
     YOLO = "yolo"  # raw (N, boxes, 4 + classes) tensor; NMS in post-processing
 
 
-class BatchingConfig(_Model):
+class BatchingConfig(WireModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                _cel(
+                cel(
                     "self.optBatchSize <= self.maxBatchSize",
                     "optBatchSize must not exceed maxBatchSize",
                     ".optBatchSize",
                 ),
-                _cel(
+                cel(
                     "!has(self.preferredBatchSizes) || "
                     "self.preferredBatchSizes.all(s, s <= self.maxBatchSize)",
                     "every preferredBatchSizes entry must not exceed maxBatchSize",
@@ -148,7 +151,7 @@ class BatchingConfig(_Model):
         return self
 
 
-class ModelConfig(_Model):
+class ModelConfig(WireModel):
     path: str = Field(
         ...,
         min_length=1,
@@ -199,7 +202,7 @@ class ModelConfig(_Model):
 Coordinate = Annotated[float, Field(ge=0, le=1)]
 
 
-class Point(_Model):
+class Point(WireModel):
     """A point in normalised image coordinates (0..1), independent of resolution.
 
     On the wire (CR, config file) a point is ``[x, y]``, not ``{x: .., y: ..}``: the YAML
@@ -238,24 +241,24 @@ class Point(_Model):
         }
 
 
-class CountingLine(_Model):
+class CountingLine(WireModel):
     name: str = Field(..., pattern=_NAME_PATTERN, max_length=63, description="Line name.")
     start: Point = Field(..., description="First end of the line.")
     end: Point = Field(..., description="Second end. Crossing left-to-right of start->end is 'in'.")
 
 
-class Region(_Model):
+class Region(WireModel):
     name: str = Field(..., pattern=_NAME_PATTERN, max_length=63, description="Region name.")
     polygon: list[Point] = Field(
         ..., min_length=3, max_length=64, description="Polygon vertices, in order."
     )
 
 
-class CameraConfig(_Model):
+class CameraConfig(WireModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                _cel(
+                cel(
                     _CAMERA_URL_CEL,
                     "url scheme must be one of rtsp, rtsps, http, https, file",
                     ".url",
@@ -293,7 +296,7 @@ class CameraConfig(_Model):
         return v
 
 
-class CacheConfig(_Model):
+class CacheConfig(WireModel):
     redis_url_env: str | None = Field(
         None,
         description="Environment variable holding the Redis URL; unset disables the L2 cache.",
@@ -302,7 +305,7 @@ class CacheConfig(_Model):
     ttl_seconds: float = Field(5.0, gt=0, le=86400, description="Cache entry lifetime.")
 
 
-class DatabaseConfig(_Model):
+class DatabaseConfig(WireModel):
     dsn_env: str | None = Field(
         None, description="Environment variable holding the PostgreSQL DSN; unset disables it."
     )
@@ -334,14 +337,14 @@ class DatabaseConfig(_Model):
         return self
 
 
-class EngineCacheConfig(_Model):
+class EngineCacheConfig(WireModel):
     dir: str = Field("/var/cache/its/engines", description="Engine cache directory (the PVC).")
     max_bytes: int = Field(
         10 * 1024**3, ge=1024 * 1024, description="Cache size cap; least recently used evicted."
     )
 
 
-class GpuConfig(_Model):
+class GpuConfig(WireModel):
     memory_fraction: float | None = Field(
         None, gt=0, le=1, description="Per-process CUDA memory fraction."
     )
@@ -349,7 +352,7 @@ class GpuConfig(_Model):
     max_split_size_mb: int | None = Field(None, ge=1, description="Allocator max_split_size_mb.")
 
 
-class SloConfig(_Model):
+class SloConfig(WireModel):
     p99_latency_ms: float = Field(100.0, gt=0, le=60000, description="p99 frame latency goal.")
     min_fps: float | None = Field(None, gt=0, description="Throughput goal across cameras.")
     window_s: float = Field(
@@ -370,7 +373,7 @@ class SloConfig(_Model):
     )
 
 
-class ServerConfig(_Model):
+class ServerConfig(WireModel):
     host: str = Field("0.0.0.0", description="Listen address.")
     port: int = Field(8080, ge=1, le=65535, description="HTTP port (API, probes, metrics).")
     max_body_bytes: int = Field(
@@ -379,7 +382,7 @@ class ServerConfig(_Model):
     drain_timeout_s: float = Field(30.0, ge=0, description="Longest drain on SIGTERM.")
 
 
-class RuntimeConfig(_Model):
+class RuntimeConfig(WireModel):
     """Everything one runtime process needs; the file the operator's ConfigMap holds."""
 
     model: ModelConfig
