@@ -18,6 +18,7 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -406,6 +407,31 @@ def _default_sa(cluster: Cluster) -> bool:
     return True
 
 
+PORTS = {
+    "etcd": ETCD_PORT,
+    "etcd peer": ETCD_PEER_PORT,
+    "kube-apiserver": APISERVER_PORT,
+    "kube-controller-manager": KCM_PORT,
+    "kube-scheduler": SCHEDULER_PORT,
+}
+
+
+def _check_ports_free() -> None:
+    """Fail at once, and say why, when another process holds a control-plane port
+    (typically a dev cluster started from another checkout, with its own certificates)."""
+    busy = []
+    for component, port in PORTS.items():
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                busy.append(f"{port} ({component})")
+    if busy:
+        raise RuntimeError(
+            f"ports {', '.join(busy)} are in use, but not by the cluster of {state_dir()}: "
+            "another checkout's dev cluster (run `make dev-cluster-down` there) or another "
+            "program holds them"
+        )
+
+
 def up(*, quiet: bool = False) -> tuple[Cluster, bool]:
     """Start the cluster unless a healthy one runs; return it and whether we started it."""
     cluster = Cluster(state_dir())
@@ -419,6 +445,7 @@ def up(*, quiet: bool = False) -> tuple[Cluster, bool]:
     if cluster.running_components():
         _log("a partial cluster is running: restarting it")
         down()
+    _check_ports_free()
     cluster.root.mkdir(parents=True, exist_ok=True)
     certs.ensure_pki(cluster.root / "pki")
     kcfg = _write_kubeconfigs(cluster)
