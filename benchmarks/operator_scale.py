@@ -25,7 +25,6 @@ import os
 import pathlib
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from typing import Any
 from kubernetes import client, config, watch
 
 from its_devenv import cluster as devcluster
+from its_devenv import ports
 from its_operator.api import crdgen, resource
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -55,12 +55,6 @@ def _spec(i: int) -> dict[str, Any]:
         "engineCache": {"size": "1Gi", "retention": "Delete"},
         "cameras": [{"name": f"cam-{i}", "url": f"rtsp://cams.local/{i}", "fps": 10}],
     }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -134,7 +128,7 @@ def main() -> int:
     ns = f"bench-{int(time.time())}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
 
-    metrics_port = _free_port()
+    metrics_port = ports.free_port()
     log = pathlib.Path(tempfile.gettempdir()) / "operator_scale.log"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "KUBECONFIG": str(cl.kubeconfig), "POD_NAME": "bench-operator"}
@@ -151,7 +145,7 @@ def main() -> int:
                 "--metrics-port",
                 str(metrics_port),
                 "--liveness-port",
-                str(_free_port()),
+                str(ports.free_port()),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

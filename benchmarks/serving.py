@@ -39,7 +39,6 @@ import os
 import pathlib
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -53,6 +52,7 @@ import torch
 import yaml
 from PIL import Image, ImageDraw, ImageFilter
 
+from its_devenv import ports
 from its_runtime import config, preprocess
 from its_runtime.engine import Engine
 
@@ -301,12 +301,6 @@ async def open_loop(url: str, frames: Sequence[bytes], rate: float, seconds: flo
 # ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclasses.dataclass
 class Proc:
     name: str
@@ -347,7 +341,7 @@ def start_process(name: str, cmd: list[str], setup: Setup, url: str) -> Proc:
 
 
 def start_runtime(setup: Setup) -> Proc:
-    port = free_port()
+    port = ports.free_port()
     model = setup.model_config().model_dump(mode="json", by_alias=True, exclude_none=True)
     doc = {
         "model": model,
@@ -380,7 +374,7 @@ def _role_args(setup: Setup, port: int) -> list[str]:
 
 
 def start_naive(setup: Setup) -> Proc:
-    port = free_port()
+    port = ports.free_port()
     cmd = [sys.executable, __file__, "--role", "naive", *_role_args(setup, port)]
     p = start_process("naive", cmd, setup, f"http://127.0.0.1:{port}/detect")
     wait_ready(p, f"http://127.0.0.1:{port}/ready")
@@ -388,7 +382,7 @@ def start_naive(setup: Setup) -> Proc:
 
 
 def start_ray(setup: Setup) -> Proc:
-    port = free_port()
+    port = ports.free_port()
     cmd = [sys.executable, __file__, "--role", "ray", *_role_args(setup, port)]
     p = start_process("ray-serve", cmd, setup, f"http://127.0.0.1:{port}/detect")
     wait_ready(p, f"http://127.0.0.1:{port}/-/healthz")

@@ -18,7 +18,6 @@ import json
 import os
 import pathlib
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from its_devenv import certs, procs
+from its_devenv import certs, ports, procs
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 DATA = pathlib.Path(__file__).resolve().parent / "data"
@@ -407,7 +406,7 @@ def _default_sa(cluster: Cluster) -> bool:
     return True
 
 
-PORTS = {
+COMPONENT_PORTS = {
     "etcd": ETCD_PORT,
     "etcd peer": ETCD_PEER_PORT,
     "kube-apiserver": APISERVER_PORT,
@@ -420,10 +419,9 @@ def _check_ports_free() -> None:
     """Fail at once, and say why, when another process holds a control-plane port
     (typically a dev cluster started from another checkout, with its own certificates)."""
     busy = []
-    for component, port in PORTS.items():
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                busy.append(f"{port} ({component})")
+    for component, port in COMPONENT_PORTS.items():
+        if ports.port_open(port):
+            busy.append(f"{port} ({component})")
     if busy:
         raise RuntimeError(
             f"ports {', '.join(busy)} are in use, but not by the cluster of {state_dir()}: "

@@ -28,8 +28,6 @@ import datetime
 import json
 import os
 import pathlib
-import shutil
-import socket
 import sys
 import time
 import urllib.error
@@ -39,7 +37,7 @@ from typing import Any
 import yaml
 
 from its_devenv import cluster as devcluster
-from its_devenv import localrun, procs, rtsp, services
+from its_devenv import localrun, ports, procs, rtsp, services
 
 REPO = localrun.REPO_ROOT
 DEMO = pathlib.Path(os.environ.get("ITS_DEMO_DIR", REPO / ".demo"))
@@ -63,11 +61,6 @@ def _http_json(path: str, timeout: float = 5) -> Any:
     url = f"http://127.0.0.1:{RUNTIME_PORT}{path}"
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return json.loads(resp.read())
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 # -- steps ------------------------------------------------------------------------------
@@ -198,12 +191,9 @@ def runtime_from_cluster(c: devcluster.Cluster, name: str) -> tuple[pathlib.Path
 
 def start_runtime(config_path: pathlib.Path, env: dict[str, str]) -> None:
     procs.stop("runtime", run_dir=RUN)
-    if not _port_free(RUNTIME_PORT):
+    if ports.port_open(RUNTIME_PORT):
         raise SystemExit(f"port {RUNTIME_PORT} is busy; set ITS_DEMO_PORT to a free port and rerun")
-    exe = shutil.which("its-runtime")
-    if exe is None:
-        raise SystemExit("its-runtime is not installed: pip install -e '.[runtime]'")
-    procs.start("runtime", [exe, "--config", str(config_path)], run_dir=RUN, env=env)
+    procs.start("runtime", localrun.runtime_argv(config_path), run_dir=RUN, env=env)
 
 
 def live_summary(seconds: float) -> None:

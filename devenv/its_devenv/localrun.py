@@ -18,6 +18,7 @@ import base64
 import json
 import pathlib
 import shutil
+import sys
 from typing import Any
 
 import yaml
@@ -81,6 +82,15 @@ def start_operator(
     )
     env = {"KUBECONFIG": str(kubeconfig), "POD_NAME": pod_name or name}
     return procs.start(name, [exe, *container.get("args", [])], run_dir=run_dir, env=env)
+
+
+def runtime_argv(config_path: pathlib.Path | str) -> list[str]:
+    """The runtime pod's command line (the image's ENTRYPOINT + CMD) for a config file:
+    the installed ``its-runtime`` script, or ``python -m`` where it is not on PATH."""
+    script = shutil.which("its-runtime")
+    if script is not None:
+        return [script, "--config", str(config_path)]
+    return [sys.executable, "-m", "its_runtime.main", "--config", str(config_path)]
 
 
 def _secret_value(c: devcluster.Cluster, namespace: str, name: str, key: str) -> str:

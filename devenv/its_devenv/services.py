@@ -22,7 +22,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from its_devenv import procs
+from its_devenv import ports, procs
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 #: The data directory of the PostgreSQL that ``stop_postgres`` last stopped, so that
@@ -51,12 +51,6 @@ def pg_bin_dir() -> pathlib.Path:
     if not versions:
         raise FileNotFoundError("PostgreSQL is not installed: apt-get install postgresql")
     return versions[-1]
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _run_as_postgres(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
@@ -89,7 +83,7 @@ class Services:
 
     # -- PostgreSQL -------------------------------------------------------------------
     def postgres_running(self) -> bool:
-        return _port_open(PG_PORT) and self.psql("SELECT 1", check=False).returncode == 0
+        return ports.port_open(PG_PORT) and self.psql("SELECT 1", check=False).returncode == 0
 
     def _init_postgres(self) -> None:
         if (self.pg_data / "PG_VERSION").exists():
@@ -211,7 +205,7 @@ class Services:
 
     # -- Redis ------------------------------------------------------------------------
     def redis_running(self) -> bool:
-        return _port_open(REDIS_PORT)
+        return ports.port_open(REDIS_PORT)
 
     def start_redis(self) -> None:
         if self.redis_running():

@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import pathlib
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 
+from its_devenv.ports import free_port as free_port
 from its_devenv.rtsp import RtspServer as RtspServer
 from its_runtime import pipeline
 from its_runtime.analytics.analyzer import FrameAnalysis
@@ -81,10 +82,16 @@ def runtime_config(
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+async def crossings_in_db(dsn: str) -> list[asyncpg.Record]:
+    """The line crossings stored in PostgreSQL, in stream order."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch(
+            "SELECT event_key, camera, line, class_name, direction, media_time "
+            "FROM traffic_events WHERE kind = 'crossing' ORDER BY media_time"
+        )
+    finally:
+        await conn.close()
 
 
 async def eventually(

@@ -28,6 +28,7 @@ from tests.dataplane.support import (
     MID_LINE,
     RtspServer,
     camera,
+    crossings_in_db,
     eventually,
     runtime_config,
     serving,
@@ -38,17 +39,6 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 def env(pg_dsn: str, redis_url: str) -> dict[str, str]:
     return {"ITS_DATABASE_DSN": pg_dsn, "ITS_REDIS_URL": redis_url}
-
-
-async def crossings_in_db(dsn: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetch(
-            "SELECT event_key, class_name, direction, media_time FROM traffic_events "
-            "WHERE kind = 'crossing' ORDER BY media_time"
-        )
-    finally:
-        await conn.close()
 
 
 async def db_totals(dsn: str) -> dict[str, int]:

@@ -20,22 +20,20 @@ import asyncio
 import os
 import pathlib
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import asyncpg
 import av
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from its_devenv import procs, rtsp
+from its_devenv import localrun, ports, procs, rtsp
 from its_runtime import config
 from its_runtime.analytics import synth, synth_detector
+from tests.dataplane import support
 
 INPUT_SHAPE = (3, 96, 160)
 CAMERA = "cam-1"
@@ -45,20 +43,6 @@ MID_LINE = config.CountingLine(
 )
 #: Five crossings of both classes in both directions, the last 1 s before the end.
 DURATION_S = 7.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def runtime_command() -> list[str]:
-    """The installed ``its-runtime`` script of this interpreter's environment."""
-    script = pathlib.Path(sys.executable).with_name("its-runtime")
-    if not script.exists():
-        pytest.fail(f"its-runtime is not installed next to {sys.executable}: pip install -e .")
-    return [str(script)]
 
 
 @pytest.fixture
@@ -98,17 +82,6 @@ async def until(
         await asyncio.sleep(0.1)
 
 
-async def crossings_in_db(dsn: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetch(
-            "SELECT camera, line, class_name, direction, media_time FROM traffic_events "
-            "WHERE kind = 'crossing' ORDER BY media_time"
-        )
-    finally:
-        await conn.close()
-
-
 @pytest.mark.services
 @pytest.mark.slow
 async def test_its_runtime_counts_an_rtsp_camera_exactly_and_exits_cleanly_on_sigterm(
@@ -119,7 +92,7 @@ async def test_its_runtime_counts_an_rtsp_camera_exactly_and_exits_cleanly_on_si
     truth = scene.crossings(MID_LINE)
     video = synth.encode_h264(scene, tmp_path / "traffic.ts")
     model = synth_detector.export_synth_detector(tmp_path / "synth.pt2", INPUT_SHAPE, 8)
-    rtsp_port, http_port = free_port(), free_port()
+    rtsp_port, http_port = ports.free_port(), ports.free_port()
     camera_server = rtsp.RtspServer(video, rtsp_port)
     runtime_config = config.RuntimeConfig(
         model=synth_detector.model_config(model, INPUT_SHAPE, 8, backend=config.Backend.EAGER),
@@ -141,9 +114,7 @@ async def test_its_runtime_counts_an_rtsp_camera_exactly_and_exits_cleanly_on_si
 
     with log.open("wb") as log_file:
         proc = await asyncio.create_subprocess_exec(
-            *runtime_command(),
-            "--config",
-            str(config_file),
+            *localrun.runtime_argv(config_file),
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
@@ -180,7 +151,7 @@ async def test_its_runtime_counts_an_rtsp_camera_exactly_and_exits_cleanly_on_si
                 )
 
             async def all_crossings_stored() -> bool:
-                return len(await crossings_in_db(pg_dsn)) >= len(truth)
+                return len(await support.crossings_in_db(pg_dsn)) >= len(truth)
 
             await until(ready, 40, "/ready", log)
             ready_at = time.monotonic()
@@ -213,7 +184,7 @@ async def test_its_runtime_counts_an_rtsp_camera_exactly_and_exits_cleanly_on_si
 
     # PostgreSQL holds exactly the true crossings, in order, at the right stream times
     # (also after the drain: no replayed or duplicated event was written).
-    rows = await crossings_in_db(pg_dsn)
+    rows = await support.crossings_in_db(pg_dsn)
     assert [(r["camera"], r["line"], r["class_name"], r["direction"]) for r in rows] == [
         (CAMERA, t.line, t.class_name, t.direction) for t in truth
     ]

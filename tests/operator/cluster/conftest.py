@@ -13,7 +13,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from its_devenv import ports
 from its_operator.api import crdgen
 
 OPERATOR_UA = "its-operator/"
@@ -44,12 +44,6 @@ def wait_until(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -159,7 +153,7 @@ def operator(
 
     def start(*extra: str, wait: bool = True) -> OperatorProcess:
         identity = f"op-{len(started)}-{uuid.uuid4().hex[:6]}"
-        metrics_port, liveness_port = _free_port(), _free_port()
+        metrics_port, liveness_port = ports.free_port(), ports.free_port()
         log = tmp_path / f"{identity}.log"
         env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "POD_NAME": identity}
         cmd = [

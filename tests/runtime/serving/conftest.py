@@ -13,11 +13,8 @@ import contextlib
 import dataclasses
 import os
 import pathlib
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -26,13 +23,9 @@ from typing import Any
 import pytest
 import yaml
 
+from its_devenv import localrun, ports
+
 HERE = pathlib.Path(__file__).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclasses.dataclass
@@ -82,7 +75,7 @@ class Server:
 
 
 def write_config(path: pathlib.Path, model: dict[str, Any], **sections: Any) -> int:
-    port = free_port()
+    port = ports.free_port()
     doc: dict[str, Any] = {
         "model": model,
         "server": {"host": "127.0.0.1", "port": port, **sections.pop("server", {})},
@@ -114,14 +107,6 @@ def exported_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pathl
             yolo.build_yolo(6, width, shape[0]), out / f"{name}.pt2", shape, max_batch=8
         )
     return paths
-
-
-def runtime_command(config_path: pathlib.Path) -> list[str]:
-    """The console script the operator's pods run (``python -m`` when not on PATH)."""
-    script = shutil.which("its-runtime")
-    if script is not None:
-        return [script, "--config", str(config_path)]
-    return [sys.executable, "-m", "its_runtime.main", "--config", str(config_path)]
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +146,10 @@ def serve(
         }
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                runtime_command(tmp / "runtime.yaml"), stdout=log, stderr=subprocess.STDOUT, env=env
+                localrun.runtime_argv(tmp / "runtime.yaml"),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         server = Server(proc, f"http://127.0.0.1:{port}", log_path)
         started.append(server)

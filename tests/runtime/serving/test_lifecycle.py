@@ -14,7 +14,9 @@ import aiohttp
 import numpy as np
 import pytest
 
-from .conftest import ServeFn, runtime_command, write_config
+from its_devenv import localrun
+
+from .conftest import ServeFn, write_config
 from .test_server import npy, post
 
 
@@ -73,7 +75,7 @@ async def test_sigterm_answers_queued_frames_then_exits(serve: ServeFn) -> None:
 def run_runtime(config_path: pathlib.Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.run(
-        runtime_command(config_path), capture_output=True, text=True, timeout=60, env=env
+        localrun.runtime_argv(config_path), capture_output=True, text=True, timeout=60, env=env
     )
 
 
