@@ -43,11 +43,6 @@ import numpy as np
 import torch
 
 from its_devenv import services as devservices
-from its_runtime.analytics import synth
-from its_runtime.analytics.synth_detector import ColourBoxDetector
-from its_runtime.batching import DynamicBatcher
-from its_runtime.cache.l1 import L1Cache
-from its_runtime.cache.l2 import RedisL2
 from its_runtime.config import (
     BatchingConfig,
     CacheConfig,
@@ -58,9 +53,14 @@ from its_runtime.config import (
     Point,
     RuntimeConfig,
 )
-from its_runtime.pipeline import DataPlane
-from its_runtime.store import bulk, keys, rows
-from its_runtime.store.database import Database
+from its_runtime.dataplane.cache.l1 import L1Cache
+from its_runtime.dataplane.cache.l2 import RedisL2
+from its_runtime.dataplane.plane import DataPlane
+from its_runtime.dataplane.store import bulk, keys, rows
+from its_runtime.dataplane.store.database import Database
+from its_runtime.kits import synth
+from its_runtime.kits.synth_detector import ColourBoxDetector
+from its_runtime.serving.batching import DynamicBatcher
 
 ROOT = pathlib.Path(__file__).resolve().parent
 INPUT_SHAPE = (3, 96, 160)

@@ -53,8 +53,9 @@ import yaml
 from PIL import Image, ImageDraw, ImageFilter
 
 from its_devenv import ports
-from its_runtime import config, preprocess
+from its_runtime import config
 from its_runtime.engine import Engine
+from its_runtime.serving import preprocess
 
 log = logging.getLogger("bench")
 ROOT = pathlib.Path(__file__).resolve().parent
@@ -151,7 +152,7 @@ class Setup:
 
 
 def export_model(path: pathlib.Path, max_batch: int) -> None:
-    from its_runtime.models import export, ssdlite
+    from its_runtime.kits.models import export, ssdlite
 
     if path.exists():
         return

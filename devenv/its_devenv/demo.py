@@ -85,7 +85,7 @@ def start_operator(c: devcluster.Cluster) -> None:
 
 def prepare_media() -> tuple[pathlib.Path, Any]:
     """The traffic video (cached) and the exported detector (cached)."""
-    from its_runtime.analytics import synth, synth_detector
+    from its_runtime.kits import synth, synth_detector
 
     scene = synth.two_lane_scene(VIDEO_SECONDS)
     video = DEMO / "media" / f"two-lane-{int(VIDEO_SECONDS)}s.ts"

@@ -24,18 +24,20 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import pydantic
 import torch
 from aiohttp import web
 
-from its_runtime import app as app_mod
-from its_runtime import metrics, pipeline
-from its_runtime.api.services import SERVICES, Services
 from its_runtime.config import DEFAULT_CONFIG_PATH, RuntimeConfig, ServerConfig
+from its_runtime.dataplane import plane, queries
+from its_runtime.dataplane.analytics import analyzer
 from its_runtime.detections import Detections
 from its_runtime.engine import Engine
+from its_runtime.observability import metrics
+from its_runtime.serving import app as app_mod
+from its_runtime.serving.api.services import SERVICES, Services
 
 log = logging.getLogger("its_runtime")
 
@@ -164,9 +166,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         executor,
         warmup=executor.load_and_warm_up,
         engine_info=app_mod.EngineView(lambda: executor.engine),
-        extensions=[pipeline.extension()],
+        extensions=[data_plane_extension()],
     )
     return asyncio.run(serve(application, config.server))
+
+
+def data_plane_extension(
+    *,
+    options: plane.PipelineOptions | None = None,
+    env: Mapping[str, str] | None = None,
+    listener: Callable[[analyzer.FrameAnalysis], None] | None = None,
+) -> Callable[[web.Application, Services], None]:
+    """Mount the data plane on the serving application (``create_app(extensions=...)``).
+
+    Frames go through the application's own batcher; the query routes, the readiness
+    checks (optional dependencies: degraded Redis or PostgreSQL never make the pod
+    unready), a drain hook (cameras stop first) and the lifecycle are registered.
+    """
+
+    def mount(app: web.Application, services: Services) -> None:
+        dp = plane.DataPlane(
+            services.config, services.batcher, options=options, env=env, listener=listener
+        )
+        app[DATA_PLANE] = dp
+        queries.add_routes(app, dp.queries)
+        services.readiness.register("redis", dp.redis_health, required=False)
+        services.readiness.register("database", dp.database_health, required=False)
+        services.readiness.register("cameras", dp.cameras_health, required=False)
+        services.drain_hooks.append(dp.stop_cameras)
+
+        async def lifecycle(_: web.Application) -> AsyncIterator[None]:
+            await dp.start(services.warm)
+            try:
+                yield
+            finally:
+                await dp.stop()
+
+        app.cleanup_ctx.append(lifecycle)
+
+    return mount
+
+
+DATA_PLANE = web.AppKey("its_data_plane", plane.DataPlane)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Fixtures of the data-plane tests: generated videos, a real RTSP server, the batcher.
 
 Videos are generated once per session (H.264 in MPEG-TS, see
-``its_runtime.analytics.synth``); the detector is the hand-weighted torch network of
-``its_runtime.analytics.synth_detector`` behind the real ``DynamicBatcher``.
+``its_runtime.kits.synth``); the detector is the hand-weighted torch network of
+``its_runtime.kits.synth_detector`` behind the real ``DynamicBatcher``.
 PostgreSQL and Redis come from the repository's ``services``/``pg_dsn``/``redis_url``
 fixtures (tests/conftest.py).
 """
@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 
 from its_devenv import rtsp
-from its_runtime.analytics import synth
-from its_runtime.analytics.synth_detector import ColourBoxDetector
-from its_runtime.batching import DynamicBatcher
 from its_runtime.config import BatchingConfig
+from its_runtime.kits import synth
+from its_runtime.kits.synth_detector import ColourBoxDetector
+from its_runtime.serving.batching import DynamicBatcher
 from tests.dataplane.support import INPUT_SHAPE, RtspServer, free_port
 
 

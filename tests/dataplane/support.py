@@ -20,10 +20,7 @@ from aiohttp import web
 
 from its_devenv.ports import free_port as free_port
 from its_devenv.rtsp import RtspServer as RtspServer
-from its_runtime import pipeline
-from its_runtime.analytics.analyzer import FrameAnalysis
-from its_runtime.analytics.synth_detector import ColourBoxDetector
-from its_runtime.app import create_app
+from its_runtime import main
 from its_runtime.config import (
     BatchingConfig,
     CacheConfig,
@@ -35,7 +32,10 @@ from its_runtime.config import (
     Region,
     RuntimeConfig,
 )
-from its_runtime.pipeline import DataPlane, PipelineOptions
+from its_runtime.dataplane.analytics.analyzer import FrameAnalysis
+from its_runtime.dataplane.plane import DataPlane, PipelineOptions
+from its_runtime.kits.synth_detector import ColourBoxDetector
+from its_runtime.serving.app import create_app
 
 INPUT_SHAPE = (3, 96, 160)
 #: Vertical counting line through the middle, drawn bottom to top: left-to-right is "in".
@@ -118,7 +118,7 @@ async def serving(
     app = create_app(
         config,
         ColourBoxDetector(INPUT_SHAPE),
-        extensions=[pipeline.extension(options=options, env=env, listener=listener)],
+        extensions=[main.data_plane_extension(options=options, env=env, listener=listener)],
         decode_workers=1,
     )
     runner = web.AppRunner(app)
@@ -127,6 +127,6 @@ async def serving(
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as client:
-            yield f"http://127.0.0.1:{port}", app[pipeline.DATA_PLANE], client
+            yield f"http://127.0.0.1:{port}", app[main.DATA_PLANE], client
     finally:
         await runner.cleanup()

@@ -18,12 +18,12 @@ import asyncpg
 import pytest
 
 from its_devenv import services as devservices
-from its_runtime.analytics import synth
-from its_runtime.analytics.analyzer import CROSSING, FrameAnalysis
-from its_runtime.cache.l1 import L1Cache
-from its_runtime.cache.l2 import RedisL2
-from its_runtime.cache.tiered import TieredCache
-from its_runtime.pipeline import PipelineOptions, latest_key
+from its_runtime.dataplane.analytics.analyzer import CROSSING, FrameAnalysis
+from its_runtime.dataplane.cache.l1 import L1Cache
+from its_runtime.dataplane.cache.l2 import RedisL2
+from its_runtime.dataplane.cache.tiered import TieredCache
+from its_runtime.dataplane.plane import PipelineOptions, latest_key
+from its_runtime.kits import synth
 from tests.dataplane.support import (
     MID_LINE,
     RtspServer,

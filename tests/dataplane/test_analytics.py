@@ -11,14 +11,14 @@ import pathlib
 
 import numpy as np
 
-from its_runtime.analytics import synth
-from its_runtime.analytics.analyzer import CROSSING, OBJECT, FrameAnalysis
-from its_runtime.analytics.lines import LineCounter
-from its_runtime.analytics.tracker import Tracker
-from its_runtime.batching import DynamicBatcher
 from its_runtime.config import CountingLine, Point
+from its_runtime.dataplane.analytics.analyzer import CROSSING, OBJECT, FrameAnalysis
+from its_runtime.dataplane.analytics.lines import LineCounter
+from its_runtime.dataplane.analytics.tracker import Tracker
+from its_runtime.dataplane.plane import CameraPipeline, PipelineOptions
 from its_runtime.detections import Detections
-from its_runtime.pipeline import CameraPipeline, PipelineOptions
+from its_runtime.kits import synth
+from its_runtime.serving.batching import DynamicBatcher
 from tests.dataplane.support import INPUT_SHAPE, METERS_PER_PIXEL, MID_LINE, RIGHT_HALF, camera
 
 FRAME = 1 / 30

@@ -15,10 +15,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from its_devenv import services as devservices
-from its_runtime.cache.l1 import L1Cache
-from its_runtime.cache.l2 import RedisL2
-from its_runtime.cache.tiered import TieredCache
-from its_runtime.ingest.backoff import Backoff
+from its_runtime.dataplane.cache.l1 import L1Cache
+from its_runtime.dataplane.cache.l2 import RedisL2
+from its_runtime.dataplane.cache.tiered import TieredCache
+from its_runtime.dataplane.ingest.backoff import Backoff
 from tests.dataplane.support import eventually
 
 

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from its_runtime.analytics import synth
 from its_runtime.config import CameraConfig
-from its_runtime.ingest.backoff import Backoff
-from its_runtime.ingest.frames import Frame
-from its_runtime.ingest.reader import CameraReader
-from its_runtime.ingest.slot import LatestSlot
-from its_runtime.ingest.stats import CameraStats
+from its_runtime.dataplane.ingest.backoff import Backoff
+from its_runtime.dataplane.ingest.frames import Frame
+from its_runtime.dataplane.ingest.reader import CameraReader
+from its_runtime.dataplane.ingest.slot import LatestSlot
+from its_runtime.dataplane.ingest.stats import CameraStats
+from its_runtime.kits import synth
 from tests.dataplane.support import RtspServer, eventually, free_port
 
 SIZE = (160, 96)

@@ -12,12 +12,12 @@ import pytest
 
 from its_devenv import services as devservices
 from its_runtime.config import DatabaseConfig
-from its_runtime.ingest.backoff import Backoff
-from its_runtime.store import bulk, keys, migrations, schema
-from its_runtime.store.database import Database
-from its_runtime.store.journal import Journal, JournalLockedError
-from its_runtime.store.rows import FrameRows, RowBatch
-from its_runtime.store.writer import RowWriter
+from its_runtime.dataplane.ingest.backoff import Backoff
+from its_runtime.dataplane.store import bulk, keys, migrations, schema
+from its_runtime.dataplane.store.database import Database
+from its_runtime.dataplane.store.journal import Journal, JournalLockedError
+from its_runtime.dataplane.store.rows import FrameRows, RowBatch
+from its_runtime.dataplane.store.writer import RowWriter
 from tests.dataplane.support import eventually
 
 

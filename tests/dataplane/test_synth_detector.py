@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from its_runtime import config
-from its_runtime.analytics import synth, synth_detector
 from its_runtime.detections import Detections
 from its_runtime.engine import Engine, EngineLoadError
+from its_runtime.kits import synth, synth_detector
 from tests.dataplane.support import INPUT_SHAPE
 
 MAX_BATCH = 8

@@ -9,9 +9,9 @@ import threading
 import aiohttp
 from aiohttp import web
 
-from its_runtime import pipeline
-from its_runtime.analytics.synth_detector import ColourBoxDetector
-from its_runtime.app import create_app
+from its_runtime import main
+from its_runtime.kits.synth_detector import ColourBoxDetector
+from its_runtime.serving.app import create_app
 from tests.dataplane import support
 
 
@@ -27,7 +27,7 @@ async def test_cameras_start_reading_only_after_warm_up(
         config,
         detector,
         warmup=lambda: release.wait(30),
-        extensions=[pipeline.extension(env={})],
+        extensions=[main.data_plane_extension(env={})],
         decode_workers=1,
     )
     runner = web.AppRunner(app)
@@ -35,7 +35,7 @@ async def test_cameras_start_reading_only_after_warm_up(
     port = support.free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        stats = app[pipeline.DATA_PLANE].pipelines["gate"].stats
+        stats = app[main.DATA_PLANE].pipelines["gate"].stats
         async with aiohttp.ClientSession() as client:
             async with client.get(f"http://127.0.0.1:{port}/ready") as resp:
                 assert resp.status == 503

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import yaml
 from prometheus_client import CollectorRegistry
 
-from its_runtime import metrics
+from its_runtime.observability import metrics
 
 MANIFESTS = pathlib.Path(__file__).resolve().parents[2] / "manifests"
 #: Metrics from other exporters the manifests may reference.

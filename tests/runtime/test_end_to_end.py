@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from its_devenv import localrun, ports, procs, rtsp
 from its_runtime import config
-from its_runtime.analytics import synth, synth_detector
+from its_runtime.kits import synth, synth_detector
 from tests.dataplane import support
 
 INPUT_SHAPE = (3, 96, 160)

@@ -8,7 +8,7 @@ model file, probe it once on a zero batch, then pick a backend (``backends.selec
 through the engine cache. ``warmup`` runs every batch bucket once, so compiled
 backends have compiled (and CUDA has allocated) before the pod reports ready.
 
-A batch is staged through buffers allocated once (``memory.BatchStager``), padded to
+A batch is staged through buffers allocated once (``staging.BatchStager``), padded to
 its bucket where the backend runs fixed shapes, run under ``torch.inference_mode``,
 and its outputs turned into ``Detections``; padding rows are dropped.
 """
@@ -22,9 +22,9 @@ from collections.abc import Iterator
 
 import torch
 
-from its_runtime import config, postprocess
+from its_runtime import config
 from its_runtime.detections import Detections
-from its_runtime.engine import backends, compiled, keys, loading, memory
+from its_runtime.engine import backends, compiled, keys, loading, postprocess, staging
 from its_runtime.engine import cache as cache_mod
 from its_runtime.engine import spec as spec_mod
 from its_runtime.engine.errors import EngineLoadError
@@ -81,7 +81,7 @@ class Engine:
         self.warmup_seconds: float | None = None
         self._runner = runner
         self._warm = False
-        self._stager = memory.BatchStager(spec, device, runner.input_dtype, runner.channels_last)
+        self._stager = staging.BatchStager(spec, device, runner.input_dtype, runner.channels_last)
 
     @classmethod
     def load(
@@ -93,9 +93,9 @@ class Engine:
     ) -> Engine:
         """Load, check and compile (or fetch from the cache) the configured model."""
         started = time.monotonic()
-        memory.configure_allocator(gpu)
+        staging.configure_allocator(gpu)
         dev = resolve_device(device)
-        memory.apply_memory_fraction(gpu, dev)
+        staging.apply_memory_fraction(gpu, dev)
         spec = spec_mod.from_model_config(model)
         source = loading.load_source(model, spec)
         loading.probe(source, model, loading.probe_device(source, dev))
@@ -181,7 +181,7 @@ class Engine:
             yield
 
     def memory_stats(self) -> dict[str, int]:
-        return memory.memory_stats(self.device)
+        return staging.memory_stats(self.device)
 
     def describe(self) -> dict[str, object]:
         """What ``/ready`` shows about the engine."""

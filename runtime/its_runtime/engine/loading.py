@@ -26,8 +26,8 @@ from typing import Any, cast
 
 import torch
 
-from its_runtime import config, postprocess
-from its_runtime.engine import keys
+from its_runtime import config
+from its_runtime.engine import keys, postprocess
 from its_runtime.engine import spec as spec_mod
 from its_runtime.engine.errors import EngineLoadError
 

@@ -22,7 +22,7 @@ import torch
 from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
 from its_runtime import config
-from its_runtime.models import export, yolo
+from its_runtime.kits.models import export, yolo
 
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from its_runtime import config, postprocess
-from its_runtime.engine import Engine, EngineLoadError
+from its_runtime import config
+from its_runtime.engine import Engine, EngineLoadError, postprocess
 
 from .conftest import SHAPE, ModelConfigFactory, assert_same_boxes
 

@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from its_runtime import config
-from its_runtime.engine import Engine, coldstart, compiled, keys
+from its_runtime.engine import Engine, compiled, keys
 from its_runtime.engine import cache as cache_mod
+from its_runtime.kits import coldstart
 
 from .conftest import ModelConfigFactory
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from its_runtime import config
-from its_runtime.engine import memory
 from its_runtime.engine import spec as spec_mod
+from its_runtime.engine import staging
 
 
 @pytest.fixture
@@ -17,29 +17,29 @@ def clean_alloc_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-@pytest.mark.skipif(memory.cuda_initialized(), reason="CUDA already initialised")
+@pytest.mark.skipif(staging.cuda_initialized(), reason="CUDA already initialised")
 def test_allocator_settings_are_put_in_the_environment_before_cuda_starts(
     clean_alloc_env: pytest.MonkeyPatch,
 ) -> None:
-    memory.configure_allocator(config.GpuConfig(expandable_segments=True, max_split_size_mb=128))
+    staging.configure_allocator(config.GpuConfig(expandable_segments=True, max_split_size_mb=128))
     import os
 
     assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True,max_split_size_mb:128"
 
 
-@pytest.mark.skipif(memory.cuda_initialized(), reason="CUDA already initialised")
+@pytest.mark.skipif(staging.cuda_initialized(), reason="CUDA already initialised")
 def test_values_already_set_by_the_user_win(clean_alloc_env: pytest.MonkeyPatch) -> None:
     import os
 
     clean_alloc_env.setenv("PYTORCH_ALLOC_CONF", "expandable_segments:False")
-    memory.configure_allocator(config.GpuConfig(expandable_segments=True, max_split_size_mb=64))
+    staging.configure_allocator(config.GpuConfig(expandable_segments=True, max_split_size_mb=64))
     assert os.environ["PYTORCH_ALLOC_CONF"] == "expandable_segments:False,max_split_size_mb:64"
     assert "PYTORCH_CUDA_ALLOC_CONF" not in os.environ
 
 
 def test_batches_are_padded_into_one_reused_buffer() -> None:
     spec = spec_mod.InputSpec(3, 8, 8, max_batch=4, opt_batch=2, buckets=(1, 2, 4))
-    stager = memory.BatchStager(spec, torch.device("cpu"), torch.float32)
+    stager = staging.BatchStager(spec, torch.device("cpu"), torch.float32)
     a = stager.stage(torch.ones(3, 3, 8, 8), 4)
     b = stager.stage(torch.full((1, 3, 8, 8), 2.0), 2)
 
@@ -51,7 +51,7 @@ def test_batches_are_padded_into_one_reused_buffer() -> None:
 
 def test_a_batch_that_needs_no_padding_is_not_copied() -> None:
     spec = spec_mod.InputSpec(3, 8, 8, max_batch=4, opt_batch=2, buckets=(1, 2, 4))
-    stager = memory.BatchStager(spec, torch.device("cpu"), torch.float32)
+    stager = staging.BatchStager(spec, torch.device("cpu"), torch.float32)
     batch = torch.rand(2, 3, 8, 8)
     assert stager.stage(batch, 2).data_ptr() == batch.data_ptr()
 

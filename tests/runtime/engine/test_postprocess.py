@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from its_runtime import config, postprocess
-from its_runtime.models import ssdlite
+from its_runtime import config
+from its_runtime.engine import postprocess
+from its_runtime.kits.models import ssdlite
 
 HW = (100, 200)  # model input height, width
 

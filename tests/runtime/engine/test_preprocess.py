@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from its_runtime import preprocess
+from its_runtime.serving import preprocess
 
 SHAPE = (3, 64, 96)  # C, H, W
 

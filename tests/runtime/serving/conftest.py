@@ -98,7 +98,7 @@ MODELS: dict[str, tuple[tuple[int, int, int], int]] = {
 @pytest.fixture(scope="session")
 def exported_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pathlib.Path]:
     """The YOLO-style test detector, exported with torch.export (dynamic batch 1..8)."""
-    from its_runtime.models import export, yolo
+    from its_runtime.kits.models import export, yolo
 
     out = tmp_path_factory.mktemp("models")
     paths = {}

@@ -9,10 +9,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from its_runtime import app as app_mod
-from its_runtime.api import readiness
-from its_runtime.api.services import Services
+from its_runtime import health
 from its_runtime.config import RuntimeConfig
+from its_runtime.serving import app as app_mod
+from its_runtime.serving.api.services import Services
 
 from .tinymodel import ModuleExecutor, TinyDetector
 
@@ -42,9 +42,7 @@ class CameraLayer:
 
         app.router.add_get("/v1/cameras", cameras)
         app.cleanup_ctx.append(background)
-        services.readiness.register(
-            "redis", lambda: readiness.DependencyHealth(self.redis_up, "PING")
-        )
+        services.readiness.register("redis", lambda: health.DependencyHealth(self.redis_up, "PING"))
         services.readiness.register("postgres", self._postgres, required=False)
 
     async def _postgres(self) -> bool:

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import torch
 
-from its_runtime import batching
 from its_runtime.config import BatchingConfig
 from its_runtime.detections import Detections
+from its_runtime.serving import batching
 
 from .tinymodel import GatedExecutor, ModuleExecutor, TinyDetector
 

@@ -7,8 +7,9 @@ import logging
 import pytest
 import torch
 
-from its_runtime import performance, telemetry
 from its_runtime.config import SloConfig
+from its_runtime.observability import telemetry
+from its_runtime.serving import performance
 
 
 class Clock:
@@ -51,7 +52,7 @@ def test_percentiles_compliance_and_throughput_over_the_window() -> None:
 def test_an_alert_is_logged_and_counted_once_per_breach(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
     t = tracker(clock, windowS=10, p99LatencyMs=50)
-    caplog.set_level(logging.INFO, logger="its_runtime.performance")
+    caplog.set_level(logging.INFO, logger="its_runtime.serving.performance")
     feed(t, clock, [80.0] * 50, seconds=2)
     for _ in range(3):
         assert "p99_latency" in t.report()["alerts"]

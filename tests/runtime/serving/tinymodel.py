@@ -46,7 +46,7 @@ class TinyDetector(nn.Module):
 
 
 class ModuleExecutor:
-    """A :class:`~its_runtime.batching.BatchExecutor` over an ``nn.Module`` on CPU."""
+    """A :class:`~its_runtime.serving.batching.BatchExecutor` over an ``nn.Module`` on CPU."""
 
     def __init__(
         self,

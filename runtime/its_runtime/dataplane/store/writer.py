@@ -1,0 +1,286 @@
+"""The row writer: batches rows into COPYs, spools to the journal, replays on recovery.
+
+One asyncio task owns every database write and journal operation, so the journal is
+never used concurrently and rows leave in a predictable order. Its loop:
+
+* wait until a batch is due (``batchMaxRows`` rows pending, or the oldest pending
+  row is ``flushIntervalS`` old);
+* database up: replay one journal segment if there is one (oldest first), then write
+  the due batch with :func:`its_runtime.dataplane.store.bulk.write_batch`;
+* database down (or a write just failed): append the batch to the journal and let
+  the recovery task probe the database with backoff until it answers.
+
+``submit`` never blocks the pipeline. Memory is bounded too: past
+``max_pending_rows`` the oldest pending rows go to the journal on the next loop turn
+(and past twice that, while a write hangs, the oldest are dropped and counted).
+Rows the database rejects as invalid data are dropped and counted, never retried
+forever. Every row is thus written, journalled, or counted as dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from typing import Any
+
+from its_runtime.config import DatabaseConfig
+from its_runtime.dataplane.ingest.backoff import Backoff
+from its_runtime.dataplane.store import bulk
+from its_runtime.dataplane.store.database import Database
+from its_runtime.dataplane.store.journal import Journal
+from its_runtime.dataplane.store.rows import FrameRows, RowBatch
+from its_runtime.observability import metrics
+
+log = logging.getLogger(__name__)
+
+
+class RowWriter:
+    def __init__(
+        self,
+        database: Database,
+        journal: Journal,
+        config: DatabaseConfig,
+        *,
+        max_pending_rows: int | None = None,
+        recovery_backoff: Backoff | None = None,
+    ) -> None:
+        self.database = database
+        self.journal = journal
+        self.config = config
+        self.max_pending_rows = max_pending_rows or 20 * config.batch_max_rows
+        self._pending: collections.deque[FrameRows] = collections.deque()
+        self._pending_rows = 0
+        self._oldest_at: float | None = None
+        self._wake = asyncio.Event()
+        self._io = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._backoff = recovery_backoff or Backoff(initial_s=0.5, max_s=5.0)
+        self._closing = False
+        # What happened to rows, for tests, /ready details and the benchmark.
+        self.rows_written = 0
+        self.rows_duplicate = 0
+        self.rows_spooled = 0
+        self.rows_replayed = 0
+        self.rows_dropped: dict[str, int] = {}
+        self.rows_rejected = 0
+        self.recent_lags: collections.deque[float] = collections.deque(maxlen=10_000)
+        self._publish_journal_state()
+
+    # -- producer side --------------------------------------------------------------
+
+    def submit(self, rows: FrameRows) -> None:
+        """Queue one frame's rows (never blocks, never raises for a down database)."""
+        if not len(rows):
+            return
+        if self._oldest_at is None:
+            self._oldest_at = time.monotonic()
+        self._pending.append(rows)
+        self._pending_rows += len(rows)
+        hard_cap = 2 * self.max_pending_rows
+        while self._pending_rows > hard_cap and len(self._pending) > 1:
+            victim = self._pending.popleft()
+            self._pending_rows -= len(victim)
+            self._count_dropped("memory", len(victim))
+        if self._pending_rows >= self.config.batch_max_rows or self._closing:
+            self._wake.set()
+
+    @property
+    def pending_rows(self) -> int:
+        return self._pending_rows
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("writer already started")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="its-row-writer")
+        if not self.database.up:
+            self._start_recovery()
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Write (or journal) everything pending, then stop."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        if self._recovery is not None:
+            self._recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recovery
+        async with self._io:
+            await self._spool(self._take(everything=True))
+
+    async def flush(self) -> None:
+        """Write (or journal) everything pending now."""
+        async with self._io:
+            while self._pending:
+                await self._write_or_spool(self._take(everything=False))
+
+    async def wait_drained(self, timeout_s: float) -> bool:
+        """Until nothing is pending and the journal is empty (database up); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self._pending and self.journal.empty and self.database.up:
+                async with self._io:
+                    if not self._pending and self.journal.empty:
+                        return True
+            self._wake.set()
+            await asyncio.sleep(0.05)
+        return False
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "pending_rows": self._pending_rows,
+            "journal_rows": self.journal.rows,
+            "journal_bytes": self.journal.size_bytes,
+            "rows_written": self.rows_written,
+            "rows_spooled": self.rows_spooled,
+            "rows_replayed": self.rows_replayed,
+            "rows_dropped": dict(self.rows_dropped),
+            "rows_rejected": self.rows_rejected,
+        }
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            await self._wait_until_due()
+            async with self._io:
+                await self._turn()
+            if self._closing and not self._pending:
+                return
+
+    async def _wait_until_due(self) -> None:
+        while not self._closing:
+            if self._pending_rows >= self.config.batch_max_rows:
+                return
+            if self._oldest_at is not None:
+                age = time.monotonic() - self._oldest_at
+                if age >= self.config.flush_interval_s:
+                    return
+                wait = self.config.flush_interval_s - age
+            else:
+                wait = self.config.flush_interval_s
+            if self.database.up and not self.journal.empty:
+                return  # replay work is due
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _turn(self) -> None:
+        if self._pending_rows > self.max_pending_rows:
+            await self._spool(self._take(everything=True))
+        if self.database.up and not self.journal.empty:
+            await self._replay_one()
+        if self._pending:
+            await self._write_or_spool(self._take(everything=False))
+
+    def _take(self, *, everything: bool) -> RowBatch:
+        batch = RowBatch()
+        while self._pending and (everything or len(batch) < self.config.batch_max_rows):
+            batch.add(self._pending.popleft())
+        self._pending_rows -= len(batch)
+        self._oldest_at = time.monotonic() if self._pending else None
+        return batch
+
+    async def _write_or_spool(self, batch: RowBatch) -> None:
+        if not len(batch):
+            return
+        if not self.database.up:
+            await self._spool(batch)
+            return
+        if not await self._write(batch, replay=False):
+            await self._spool(batch)
+
+    async def _write(self, batch: RowBatch, *, replay: bool) -> bool:
+        """True when the batch is in the database (or was rejected as bad data)."""
+        start = time.perf_counter()
+        try:
+            async with self.database.acquire() as conn:
+                result = await bulk.write_batch(conn, batch)
+        except Exception as exc:
+            if bulk.is_bad_data(exc):
+                log.error("database rejected %d rows as invalid: %s", len(batch), exc)
+                metrics.DB_WRITE_ERRORS.labels("rejected").inc()
+                metrics.DB_ROWS_REJECTED.inc(len(batch))
+                self.rows_rejected += len(batch)
+                return True
+            metrics.DB_WRITE_ERRORS.labels("unavailable").inc()
+            self.database.mark_down(exc)
+            self._start_recovery()
+            return False
+        metrics.DB_WRITE_TIME.observe(time.perf_counter() - start)
+        metrics.DB_ROWS_WRITTEN.labels("traffic_events").inc(result.events)
+        metrics.DB_ROWS_WRITTEN.labels("detections").inc(result.detections)
+        new = result.events + result.detections
+        self.rows_written += new
+        self.rows_duplicate += len(batch) - new
+        now = time.time()
+        for decoded_at in batch.decoded_at:
+            lag = now - decoded_at
+            metrics.FRAME_TO_ROW.observe(lag)
+            if not replay:
+                self.recent_lags.append(lag)
+        return True
+
+    async def _spool(self, batch: RowBatch) -> None:
+        if not len(batch):
+            return
+        payload = batch.encode()
+        dropped = await asyncio.to_thread(self.journal.append, payload, len(batch))
+        self.rows_spooled += len(batch)
+        metrics.JOURNAL_SPOOLED.inc(len(batch))
+        if dropped.rows:
+            self._count_dropped("journal_full", dropped.rows)
+        self._publish_journal_state()
+
+    async def _replay_one(self) -> None:
+        segment = self.journal.oldest()
+        if segment is None:
+            return
+        records, damaged_rows = await asyncio.to_thread(self.journal.read, segment)
+        for payload, _ in records:
+            batch = RowBatch.decode(payload)
+            if not await self._write(batch, replay=True):
+                return  # down again: the segment stays for the next recovery
+            self.rows_replayed += len(batch)
+            metrics.JOURNAL_REPLAYED.inc(len(batch))
+        if damaged_rows:
+            self._count_dropped("corrupt", damaged_rows)
+        await asyncio.to_thread(self.journal.remove, segment)
+        self._publish_journal_state()
+
+    def _count_dropped(self, reason: str, n: int) -> None:
+        self.rows_dropped[reason] = self.rows_dropped.get(reason, 0) + n
+        metrics.JOURNAL_DROPPED.labels(reason).inc(n)
+        log.warning("dropped %d rows (%s)", n, reason)
+
+    def _publish_journal_state(self) -> None:
+        metrics.JOURNAL_BYTES.set(self.journal.size_bytes)
+        metrics.JOURNAL_ROWS.set(self.journal.rows)
+
+    # -- recovery -------------------------------------------------------------------
+
+    def _start_recovery(self) -> None:
+        if self._recovery is not None and not self._recovery.done():
+            return
+        self._recovery = asyncio.get_running_loop().create_task(
+            self._recover(), name="its-db-recovery"
+        )
+
+    async def _recover(self) -> None:
+        self._backoff.reset()
+        while True:
+            if await self.database.ensure():
+                break
+            await asyncio.sleep(self._backoff.next_delay())
+        self._wake.set()

@@ -1,0 +1,229 @@
+"""The application factory: config + executor in, a ready-to-run aiohttp application out.
+
+Everything the HTTP layer needs is built here once and passed down as one typed
+:class:`~its_runtime.serving.api.services.Services`; nothing reads environment variables or
+globals later. The factory takes the executor rather than loading a model, so the same
+application serves the real engine (``its_runtime.main``), a small torch model in the
+tests and the benchmark.
+
+Other layers plug in through *extensions*: callables ``(app, services) -> None`` run
+at the end of :func:`create_app`. An extension adds routes (``/v1/cameras/...``),
+background tasks (``app.cleanup_ctx``), readiness checks
+(``services.readiness.register``) and drain hooks (``services.drain_hooks``), and
+submits frames through ``services.batcher`` like the HTTP handlers do. Because
+extensions are added after the core lifecycle, their background tasks start after the
+batcher and stop before it.
+
+Warm-up runs on the batcher's worker thread after the server starts listening, so
+``/live`` answers while a slow engine build runs and ``/ready`` turns true only when
+warm-up has finished; a warm-up that fails is reported through ``/ready`` and
+``services.fatal`` (``its-runtime`` then exits with the message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+
+import torch
+from aiohttp import web
+from prometheus_client.registry import Collector
+
+from its_runtime.config import RuntimeConfig
+from its_runtime.observability import metrics, telemetry
+from its_runtime.serving import batching, performance
+from its_runtime.serving.api import middleware, readiness, routes
+from its_runtime.serving.api.services import SERVICES, Preprocessor, Services
+
+log = logging.getLogger(__name__)
+
+#: An extension mounts routes, tasks and checks of another layer on the application.
+Extension = Callable[[web.Application, Services], None]
+#: Seconds between alert evaluations when nobody asks for the report.
+ALERT_INTERVAL_S = 5.0
+
+
+class EngineView:
+    """Reads whatever engine statistics an executor offers, for ``/ready`` and metrics.
+
+    It accepts the engine's own attribute shapes (``backend``, ``fallbacks``,
+    ``cache_stats``, ``memory_stats()``) and plain executors that have none of them,
+    so the serving layer does not depend on the engine's classes.
+    """
+
+    def __init__(self, get_engine: Callable[[], object | None]) -> None:
+        self._get = get_engine
+
+    @property
+    def backend_name(self) -> str:
+        engine = self._get()
+        if engine is None:
+            return "loading"
+        backend = getattr(engine, "backend", None)
+        if backend is None:
+            return "custom"
+        return str(getattr(backend, "value", backend))
+
+    def fallback_causes(self) -> Sequence[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for item in getattr(self._get(), "fallbacks", None) or ():
+            if isinstance(item, tuple) and len(item) == 2:
+                backend, cause = item
+            else:
+                backend = getattr(item, "backend", item)
+                cause = getattr(item, "cause", getattr(item, "reason", ""))
+            out.append((str(getattr(backend, "value", backend)), str(cause)))
+        return out
+
+    def cache_counts(self) -> Mapping[str, int]:
+        stats = getattr(self._get(), "cache_stats", None)
+        if stats is None:
+            return {}
+        if hasattr(stats, "as_dict"):
+            return {k: int(v) for k, v in stats.as_dict().items()}
+        if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
+            return {k: int(v) for k, v in dataclasses.asdict(stats).items()}
+        if isinstance(stats, Mapping):
+            return {str(k): int(v) for k, v in stats.items()}
+        return {}
+
+    def memory_bytes(self) -> Mapping[str, int]:
+        fn = getattr(self._get(), "memory_stats", None)
+        if not callable(fn):
+            return {}
+        stats = fn()
+        return {str(k): int(v) for k, v in (stats or {}).items()}
+
+
+def default_warmup(executor: batching.BatchExecutor, sizes: Sequence[int]) -> Callable[[], None]:
+    """Warm-up for an executor that has none: run zero batches of the sizes it will see."""
+
+    def run() -> None:
+        for n in sorted(set(sizes)):
+            with torch.inference_mode():
+                executor.run_batch(torch.zeros((n, *executor.input_shape)))
+
+    return run
+
+
+def create_app(
+    config: RuntimeConfig,
+    executor: batching.BatchExecutor,
+    *,
+    preprocessor: Preprocessor | None = None,
+    warmup: Callable[[], None] | None = None,
+    engine_info: metrics.EngineStatsSource | None = None,
+    extensions: Sequence[Extension] = (),
+    gpu_telemetry: telemetry.GpuTelemetry | None = None,
+    decode_workers: int | None = None,
+) -> web.Application:
+    """Build the runtime's application around ``executor`` (see the module docstring)."""
+    if preprocessor is None:
+        from its_runtime.serving import preprocess
+
+        preprocessor = preprocess
+    tele = gpu_telemetry if gpu_telemetry is not None else telemetry.GpuTelemetry()
+    holder: dict[str, batching.DynamicBatcher] = {}
+    tracker = performance.PerformanceTracker(
+        config.slo,
+        target_fps=sum(c.fps for c in config.cameras) or None,
+        queue_depth=lambda: holder["batcher"].queue_depth,
+        gpu_utilization=tele.utilization,
+    )
+    batcher = batching.DynamicBatcher(executor, config.model.batching, listener=tracker)
+    holder["batcher"] = batcher
+    workers = decode_workers or os.cpu_count() or 2
+    services = Services(
+        config=config,
+        batcher=batcher,
+        readiness=readiness.Readiness(),
+        performance=tracker,
+        preprocessor=preprocessor,
+        decode_pool=concurrent.futures.ThreadPoolExecutor(workers, "its-decode"),
+        engine=engine_info if engine_info is not None else EngineView(lambda: executor),
+        telemetry=tele,
+    )
+    if warmup is None:
+        b = config.model.batching
+        warmup = default_warmup(executor, [1, b.opt_batch_size, batcher.max_batch_size])
+    app = web.Application(
+        client_max_size=config.server.max_body_bytes, middlewares=[middleware.observe]
+    )
+    app[SERVICES] = services
+    routes.add_routes(app)
+    app.cleanup_ctx.append(_lifecycle(services, warmup))
+    for extension in extensions:
+        extension(app, services)
+    return app
+
+
+def _lifecycle(
+    services: Services, warmup: Callable[[], None]
+) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        services.telemetry.start()
+        collectors: list[Collector] = [
+            metrics.EngineCollector(services.engine),
+            metrics.GpuCollector(services.telemetry),
+        ]
+        for collector in collectors:
+            metrics.REGISTRY.register(collector)
+        metrics.READY.set(0)
+        metrics.DRAINING.set(0)
+        services.batcher.start()
+        tasks = [
+            asyncio.create_task(_warm_up(services, warmup), name="its-warmup"),
+            asyncio.create_task(_watch_alerts(services), name="its-alerts"),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await services.batcher.close()
+            services.decode_pool.shutdown(wait=False, cancel_futures=True)
+            services.telemetry.close()
+            for collector in collectors:
+                metrics.REGISTRY.unregister(collector)
+
+    return run
+
+
+async def _warm_up(services: Services, warmup: Callable[[], None]) -> None:
+    start = time.monotonic()
+    try:
+        await services.batcher.call_in_worker(warmup)
+    except Exception as exc:
+        log.exception("warm-up failed")
+        services.readiness.warmup_error = str(exc) or type(exc).__name__
+        services.set_fatal(f"warm-up failed: {services.readiness.warmup_error}")
+        return
+    elapsed = time.monotonic() - start
+    metrics.WARMUP_TIME.set(elapsed)
+    services.readiness.warmed_up = True
+    services.warm.set()
+    log.info(
+        "warm-up done in %.2fs; backend %s; ready to serve", elapsed, services.engine.backend_name
+    )
+
+
+async def _watch_alerts(services: Services) -> None:
+    while True:
+        await asyncio.sleep(ALERT_INTERVAL_S)
+        try:
+            services.performance.report()
+        except Exception:
+            log.exception("performance report failed")
+
+
+def services_of(app: web.Application) -> Services:
+    """The services of an application built by :func:`create_app`."""
+    return app[SERVICES]
