@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import yaml
 from prometheus_client import CollectorRegistry
 
-from its_runtime.observability import metrics
+from its_runtime.observability import collectors, metrics
 
 MANIFESTS = pathlib.Path(__file__).resolve().parents[2] / "manifests"
 #: Metrics from other exporters the manifests may reference.
@@ -56,8 +56,8 @@ class _Telemetry:
 def _exported_names() -> set[str]:
     """Every name the runtime exports: its registry plus the scrape-time collectors."""
     scrape_time = CollectorRegistry()
-    scrape_time.register(metrics.EngineCollector(_Engine()))
-    scrape_time.register(metrics.GpuCollector(_Telemetry()))
+    scrape_time.register(collectors.EngineCollector(_Engine()))
+    scrape_time.register(collectors.GpuCollector(_Telemetry()))
     names: set[str] = set()
     families = [*metrics.REGISTRY.collect(), *scrape_time.collect()]
     for family in families:

@@ -55,7 +55,7 @@ from its_runtime.dataplane.store import keys
 from its_runtime.dataplane.store.database import Database
 from its_runtime.dataplane.store.journal import Journal
 from its_runtime.detections import Detections
-from its_runtime.observability import metrics
+from its_runtime.observability import dataplane_metrics
 
 if TYPE_CHECKING:
     from its_runtime.dataplane.ingest.reader import CameraReader
@@ -252,14 +252,16 @@ class CameraPipeline:
         camera = self.camera.name
         for ev in result.events:
             if ev.kind == CROSSING:
-                metrics.ANALYTICS_CROSSINGS.labels(
+                dataplane_metrics.ANALYTICS_CROSSINGS.labels(
                     camera, ev.line, ev.direction, ev.class_name
                 ).inc()
             else:
-                metrics.ANALYTICS_OBJECTS.labels(camera, ev.class_name).inc()
-        metrics.ANALYTICS_ACTIVE_TRACKS.labels(camera).set(len(result.tracks))
+                dataplane_metrics.ANALYTICS_OBJECTS.labels(camera, ev.class_name).inc()
+        dataplane_metrics.ANALYTICS_ACTIVE_TRACKS.labels(camera).set(len(result.tracks))
         for region, per_class in result.occupancy.items():
-            metrics.ANALYTICS_OCCUPANCY.labels(camera, region).set(sum(per_class.values()))
+            dataplane_metrics.ANALYTICS_OCCUPANCY.labels(camera, region).set(
+                sum(per_class.values())
+            )
 
     def _rows(self, result: FrameAnalysis, frame: Frame) -> FrameRows:
         camera = self.camera.name

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class GpuReading:
-    """One device's readings at one moment (satisfies ``metrics.GpuSample``)."""
+    """One device's readings at one moment (satisfies ``collectors.GpuSample``)."""
 
     index: int
     name: str

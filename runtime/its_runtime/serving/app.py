@@ -33,10 +33,9 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import torch
 from aiohttp import web
-from prometheus_client.registry import Collector
 
 from its_runtime.config import RuntimeConfig
-from its_runtime.observability import metrics, telemetry
+from its_runtime.observability import collectors, metrics, telemetry
 from its_runtime.serving import batching, performance
 from its_runtime.serving.api import middleware, readiness, routes
 from its_runtime.serving.api.services import SERVICES, Preprocessor, Services
@@ -118,7 +117,7 @@ def create_app(
     *,
     preprocessor: Preprocessor | None = None,
     warmup: Callable[[], None] | None = None,
-    engine_info: metrics.EngineStatsSource | None = None,
+    engine_info: collectors.EngineStatsSource | None = None,
     extensions: Sequence[Extension] = (),
     gpu_telemetry: telemetry.GpuTelemetry | None = None,
     decode_workers: int | None = None,
@@ -169,11 +168,11 @@ def _lifecycle(
     @contextlib.asynccontextmanager
     async def run(app: web.Application) -> AsyncIterator[None]:
         services.telemetry.start()
-        collectors: list[Collector] = [
-            metrics.EngineCollector(services.engine),
-            metrics.GpuCollector(services.telemetry),
+        scrape_collectors: list[Collector] = [
+            collectors.EngineCollector(services.engine),
+            collectors.GpuCollector(services.telemetry),
         ]
-        for collector in collectors:
+        for collector in scrape_collectors:
             metrics.REGISTRY.register(collector)
         metrics.READY.set(0)
         metrics.DRAINING.set(0)
@@ -191,7 +190,7 @@ def _lifecycle(
             await services.batcher.close()
             services.decode_pool.shutdown(wait=False, cancel_futures=True)
             services.telemetry.close()
-            for collector in collectors:
+            for collector in scrape_collectors:
                 metrics.REGISTRY.unregister(collector)
 
     return run

@@ -11,7 +11,7 @@ import collections
 import time
 from collections.abc import Callable
 
-from its_runtime.observability import metrics
+from its_runtime.observability import dataplane_metrics
 
 
 class L1Cache:
@@ -40,8 +40,8 @@ class L1Cache:
         expires, value = entry
         if expires <= self._clock():
             del self._data[key]
-            metrics.CACHE_L1_EVICTIONS.labels("expired").inc()
-            metrics.CACHE_L1_ENTRIES.set(len(self._data))
+            dataplane_metrics.CACHE_L1_EVICTIONS.labels("expired").inc()
+            dataplane_metrics.CACHE_L1_ENTRIES.set(len(self._data))
             self.misses += 1
             return None
         self._data.move_to_end(key)
@@ -56,13 +56,13 @@ class L1Cache:
         self._data.move_to_end(key)
         while len(self._data) > self.max_entries:
             self._data.popitem(last=False)
-            metrics.CACHE_L1_EVICTIONS.labels("capacity").inc()
-        metrics.CACHE_L1_ENTRIES.set(len(self._data))
+            dataplane_metrics.CACHE_L1_EVICTIONS.labels("capacity").inc()
+        dataplane_metrics.CACHE_L1_ENTRIES.set(len(self._data))
 
     def delete(self, key: str) -> None:
         if self._data.pop(key, None) is not None:
-            metrics.CACHE_L1_ENTRIES.set(len(self._data))
+            dataplane_metrics.CACHE_L1_ENTRIES.set(len(self._data))
 
     def clear(self) -> None:
         self._data.clear()
-        metrics.CACHE_L1_ENTRIES.set(0)
+        dataplane_metrics.CACHE_L1_ENTRIES.set(0)

@@ -30,7 +30,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from its_runtime.dataplane.ingest.backoff import Backoff
-from its_runtime.observability import metrics
+from its_runtime.observability import dataplane_metrics
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class RedisL2:
         self.errors = 0
         self._retry_at = 0.0
         self._monitor: asyncio.Task[None] | None = None
-        metrics.CACHE_L2_UP.set(1)
+        dataplane_metrics.CACHE_L2_UP.set(1)
 
     # -- connection -----------------------------------------------------------------
 
@@ -136,14 +136,14 @@ class RedisL2:
 
     def _failed(self, op: str, exc: BaseException) -> L2UnavailableError:
         self.errors += 1
-        metrics.CACHE_L2_ERRORS.labels(op).inc()
+        dataplane_metrics.CACHE_L2_ERRORS.labels(op).inc()
         self.last_error = f"{type(exc).__name__}: {exc}"[:300]
         if self.up:
             self.down_since = time.time()
             log.warning("redis L2 degraded (%s); serving from L1 and the database", self.last_error)
         self.up = False
         self._retry_at = time.monotonic() + self._backoff.next_delay()
-        metrics.CACHE_L2_UP.set(0)
+        dataplane_metrics.CACHE_L2_UP.set(0)
         return L2UnavailableError(f"redis degraded: {self.last_error}")
 
     def _succeeded(self) -> None:
@@ -152,7 +152,7 @@ class RedisL2:
         self.up = True
         self.down_since = None
         self._backoff.reset()
-        metrics.CACHE_L2_UP.set(1)
+        dataplane_metrics.CACHE_L2_UP.set(1)
 
     def details(self) -> dict[str, Any]:
         return {
@@ -190,7 +190,7 @@ class RedisL2:
         except _FAILURES as exc:
             raise self._failed("get", exc) from exc
         self._succeeded()
-        metrics.CACHE_LATENCY.labels("l2", "get").observe(time.perf_counter() - start)
+        dataplane_metrics.CACHE_LATENCY.labels("l2", "get").observe(time.perf_counter() - start)
         out: list[tuple[bytes | None, float | None]] = []
         for i in range(0, len(replies), 2):
             value, pttl = replies[i], replies[i + 1]
@@ -213,4 +213,4 @@ class RedisL2:
         except _FAILURES as exc:
             raise self._failed("set", exc) from exc
         self._succeeded()
-        metrics.CACHE_LATENCY.labels("l2", "set").observe(time.perf_counter() - start)
+        dataplane_metrics.CACHE_LATENCY.labels("l2", "set").observe(time.perf_counter() - start)

@@ -18,7 +18,7 @@ from typing import Any
 
 from its_runtime.dataplane.cache.l1 import L1Cache
 from its_runtime.dataplane.cache.l2 import L2UnavailableError, RedisL2
-from its_runtime.observability import metrics
+from its_runtime.observability import dataplane_metrics
 
 
 @dataclass(frozen=True)
@@ -47,25 +47,25 @@ class TieredCache:
         for i, key in enumerate(keys):
             start = time.perf_counter()
             value = self.l1.get(key)
-            metrics.CACHE_LATENCY.labels("l1", "get").observe(time.perf_counter() - start)
+            dataplane_metrics.CACHE_LATENCY.labels("l1", "get").observe(time.perf_counter() - start)
             if value is not None:
-                metrics.CACHE_REQUESTS.labels("l1", "hit").inc()
+                dataplane_metrics.CACHE_REQUESTS.labels("l1", "hit").inc()
                 out.append(CacheResult(value, "l1"))
             else:
-                metrics.CACHE_REQUESTS.labels("l1", "miss").inc()
+                dataplane_metrics.CACHE_REQUESTS.labels("l1", "miss").inc()
                 out.append(None)
                 missing.append(i)
         if missing and self.l2 is not None:
             try:
                 found = await self.l2.get_many([keys[i] for i in missing])
             except L2UnavailableError:
-                metrics.CACHE_REQUESTS.labels("l2", "error").inc(len(missing))
+                dataplane_metrics.CACHE_REQUESTS.labels("l2", "error").inc(len(missing))
             else:
                 for i, (value, ttl) in zip(missing, found, strict=True):
                     if value is None:
-                        metrics.CACHE_REQUESTS.labels("l2", "miss").inc()
+                        dataplane_metrics.CACHE_REQUESTS.labels("l2", "miss").inc()
                         continue
-                    metrics.CACHE_REQUESTS.labels("l2", "hit").inc()
+                    dataplane_metrics.CACHE_REQUESTS.labels("l2", "hit").inc()
                     self.l2_hits += 1
                     self.l1.set(keys[i], value, min(ttl or self.l1.ttl_s, self.l1.ttl_s))
                     out[i] = CacheResult(value, "l2")
@@ -81,7 +81,7 @@ class TieredCache:
         start = time.perf_counter()
         for key, value in items.items():
             self.l1.set(key, value, ttl)
-        metrics.CACHE_LATENCY.labels("l1", "set").observe(time.perf_counter() - start)
+        dataplane_metrics.CACHE_LATENCY.labels("l1", "set").observe(time.perf_counter() - start)
         if l2 and self.l2 is not None:
             with contextlib.suppress(L2UnavailableError):
                 await self.l2.set_many(items, ttl)

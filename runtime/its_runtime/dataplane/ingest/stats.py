@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from its_runtime.observability import metrics
+from its_runtime.observability import dataplane_metrics
 
 
 class RateMeter:
@@ -57,7 +57,7 @@ class CameraStats:
         self.last_frame_at: float | None = None
         self._decode_rate = RateMeter()
         self._analysed_rate = RateMeter()
-        metrics.INGEST_CONNECTED.labels(camera).set(0)
+        dataplane_metrics.INGEST_CONNECTED.labels(camera).set(0)
 
     @property
     def decode_fps(self) -> float:
@@ -77,16 +77,16 @@ class CameraStats:
             self.connections += 1
             if self.connections > 1:
                 self.reconnects += 1
-                metrics.INGEST_RECONNECTS.labels(self.camera).inc()
+                dataplane_metrics.INGEST_RECONNECTS.labels(self.camera).inc()
             self.connected = True
-        metrics.INGEST_CONNECTED.labels(self.camera).set(1)
+        dataplane_metrics.INGEST_CONNECTED.labels(self.camera).set(1)
 
     def on_disconnected(self, error: str | None) -> None:
         with self._lock:
             self.connected = False
             if error is not None:
                 self.last_error = error
-        metrics.INGEST_CONNECTED.labels(self.camera).set(0)
+        dataplane_metrics.INGEST_CONNECTED.labels(self.camera).set(0)
 
     def on_open_failed(self, error: str) -> None:
         with self._lock:
@@ -98,24 +98,24 @@ class CameraStats:
             self.frames_decoded += 1
             self.last_frame_at = time.time()
             closed = self._decode_rate.tick(now)
-        metrics.INGEST_FRAMES.labels(self.camera).inc()
+        dataplane_metrics.INGEST_FRAMES.labels(self.camera).inc()
         if closed:
-            metrics.INGEST_FPS.labels(self.camera, "decoded").set(self._decode_rate.rate)
+            dataplane_metrics.INGEST_FPS.labels(self.camera, "decoded").set(self._decode_rate.rate)
 
     def on_dropped(self, reason: str, n: int = 1) -> None:
         with self._lock:
             self.dropped[reason] = self.dropped.get(reason, 0) + n
-        metrics.INGEST_DROPPED.labels(self.camera, reason).inc(n)
+        dataplane_metrics.INGEST_DROPPED.labels(self.camera, reason).inc(n)
 
     def on_corrupt_segment(self) -> None:
         with self._lock:
             self.corrupt_segments += 1
-        metrics.INGEST_CORRUPT_SEGMENTS.labels(self.camera).inc()
+        dataplane_metrics.INGEST_CORRUPT_SEGMENTS.labels(self.camera).inc()
 
     def on_corrupt_skipped(self, n: int = 1) -> None:
         with self._lock:
             self.corrupt_frames_skipped += n
-        metrics.INGEST_CORRUPT_FRAMES.labels(self.camera).inc(n)
+        dataplane_metrics.INGEST_CORRUPT_FRAMES.labels(self.camera).inc(n)
 
     def on_analysed(self, lag_s: float) -> None:
         now = time.monotonic()
@@ -123,9 +123,11 @@ class CameraStats:
             self.frames_analysed += 1
             self.last_lag_s = lag_s
             closed = self._analysed_rate.tick(now)
-        metrics.INGEST_LAG.labels(self.camera).observe(lag_s)
+        dataplane_metrics.INGEST_LAG.labels(self.camera).observe(lag_s)
         if closed:
-            metrics.INGEST_FPS.labels(self.camera, "analysed").set(self._analysed_rate.rate)
+            dataplane_metrics.INGEST_FPS.labels(self.camera, "analysed").set(
+                self._analysed_rate.rate
+            )
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

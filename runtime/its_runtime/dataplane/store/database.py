@@ -26,7 +26,7 @@ import asyncpg
 
 from its_runtime.config import DatabaseConfig
 from its_runtime.dataplane.store import bulk, migrations
-from its_runtime.observability import metrics
+from its_runtime.observability import dataplane_metrics
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Database:
         self.last_error: str | None = None
         self.down_since: float | None = None
         self.migrated: list[int] = []
-        metrics.DB_UP.set(0)
+        dataplane_metrics.DB_UP.set(0)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -113,7 +113,7 @@ class Database:
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             pool.terminate()
         self.up = False
-        metrics.DB_UP.set(0)
+        dataplane_metrics.DB_UP.set(0)
 
     # -- use ------------------------------------------------------------------------
 
@@ -124,7 +124,7 @@ class Database:
             raise DatabaseUnavailableError("the database has not been reached yet")
         start = time.perf_counter()
         async with pool.acquire(timeout=self.config.acquire_timeout_s) as conn:
-            metrics.DB_POOL_ACQUIRE.observe(time.perf_counter() - start)
+            dataplane_metrics.DB_POOL_ACQUIRE.observe(time.perf_counter() - start)
             self.update_pool_metrics()
             yield conn
         self.update_pool_metrics()
@@ -135,14 +135,14 @@ class Database:
             self.down_since = time.time()
             log.warning("database unavailable: %s", self.last_error)
         self.up = False
-        metrics.DB_UP.set(0)
+        dataplane_metrics.DB_UP.set(0)
 
     def mark_up(self) -> None:
         if not self.up and self.down_since is not None:
             log.info("database available again after %.1fs", time.time() - self.down_since)
         self.up = True
         self.down_since = None
-        metrics.DB_UP.set(1)
+        dataplane_metrics.DB_UP.set(1)
 
     # -- statistics -----------------------------------------------------------------
 
@@ -155,7 +155,7 @@ class Database:
 
     def update_pool_metrics(self) -> None:
         for state, value in self.pool_stats().items():
-            metrics.DB_POOL_CONNECTIONS.labels(state).set(value)
+            dataplane_metrics.DB_POOL_CONNECTIONS.labels(state).set(value)
 
     def details(self) -> dict[str, Any]:
         return {

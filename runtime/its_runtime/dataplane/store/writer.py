@@ -32,7 +32,7 @@ from its_runtime.dataplane.store import bulk
 from its_runtime.dataplane.store.database import Database
 from its_runtime.dataplane.store.journal import Journal
 from its_runtime.dataplane.store.rows import FrameRows, RowBatch
-from its_runtime.observability import metrics
+from its_runtime.observability import dataplane_metrics
 
 log = logging.getLogger(__name__)
 
@@ -210,24 +210,24 @@ class RowWriter:
         except Exception as exc:
             if bulk.is_bad_data(exc):
                 log.error("database rejected %d rows as invalid: %s", len(batch), exc)
-                metrics.DB_WRITE_ERRORS.labels("rejected").inc()
-                metrics.DB_ROWS_REJECTED.inc(len(batch))
+                dataplane_metrics.DB_WRITE_ERRORS.labels("rejected").inc()
+                dataplane_metrics.DB_ROWS_REJECTED.inc(len(batch))
                 self.rows_rejected += len(batch)
                 return True
-            metrics.DB_WRITE_ERRORS.labels("unavailable").inc()
+            dataplane_metrics.DB_WRITE_ERRORS.labels("unavailable").inc()
             self.database.mark_down(exc)
             self._start_recovery()
             return False
-        metrics.DB_WRITE_TIME.observe(time.perf_counter() - start)
-        metrics.DB_ROWS_WRITTEN.labels("traffic_events").inc(result.events)
-        metrics.DB_ROWS_WRITTEN.labels("detections").inc(result.detections)
+        dataplane_metrics.DB_WRITE_TIME.observe(time.perf_counter() - start)
+        dataplane_metrics.DB_ROWS_WRITTEN.labels("traffic_events").inc(result.events)
+        dataplane_metrics.DB_ROWS_WRITTEN.labels("detections").inc(result.detections)
         new = result.events + result.detections
         self.rows_written += new
         self.rows_duplicate += len(batch) - new
         now = time.time()
         for decoded_at in batch.decoded_at:
             lag = now - decoded_at
-            metrics.FRAME_TO_ROW.observe(lag)
+            dataplane_metrics.FRAME_TO_ROW.observe(lag)
             if not replay:
                 self.recent_lags.append(lag)
         return True
@@ -238,7 +238,7 @@ class RowWriter:
         payload = batch.encode()
         dropped = await asyncio.to_thread(self.journal.append, payload, len(batch))
         self.rows_spooled += len(batch)
-        metrics.JOURNAL_SPOOLED.inc(len(batch))
+        dataplane_metrics.JOURNAL_SPOOLED.inc(len(batch))
         if dropped.rows:
             self._count_dropped("journal_full", dropped.rows)
         self._publish_journal_state()
@@ -253,7 +253,7 @@ class RowWriter:
             if not await self._write(batch, replay=True):
                 return  # down again: the segment stays for the next recovery
             self.rows_replayed += len(batch)
-            metrics.JOURNAL_REPLAYED.inc(len(batch))
+            dataplane_metrics.JOURNAL_REPLAYED.inc(len(batch))
         if damaged_rows:
             self._count_dropped("corrupt", damaged_rows)
         await asyncio.to_thread(self.journal.remove, segment)
@@ -261,12 +261,12 @@ class RowWriter:
 
     def _count_dropped(self, reason: str, n: int) -> None:
         self.rows_dropped[reason] = self.rows_dropped.get(reason, 0) + n
-        metrics.JOURNAL_DROPPED.labels(reason).inc(n)
+        dataplane_metrics.JOURNAL_DROPPED.labels(reason).inc(n)
         log.warning("dropped %d rows (%s)", n, reason)
 
     def _publish_journal_state(self) -> None:
-        metrics.JOURNAL_BYTES.set(self.journal.size_bytes)
-        metrics.JOURNAL_ROWS.set(self.journal.rows)
+        dataplane_metrics.JOURNAL_BYTES.set(self.journal.size_bytes)
+        dataplane_metrics.JOURNAL_ROWS.set(self.journal.rows)
 
     # -- recovery -------------------------------------------------------------------
 

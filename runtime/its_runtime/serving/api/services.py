@@ -19,7 +19,7 @@ import torch
 from aiohttp import web
 
 from its_runtime.config import RuntimeConfig
-from its_runtime.observability import metrics, telemetry
+from its_runtime.observability import collectors, telemetry
 from its_runtime.serving import batching, performance
 from its_runtime.serving.api import readiness
 
@@ -47,7 +47,7 @@ class Services:
     performance: performance.PerformanceTracker
     preprocessor: Preprocessor
     decode_pool: concurrent.futures.ThreadPoolExecutor
-    engine: metrics.EngineStatsSource
+    engine: collectors.EngineStatsSource
     telemetry: telemetry.GpuTelemetry
     #: Count of HTTP requests being handled, so a drain can wait for their responses.
     in_flight: int = 0
