@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import torch
 from aiohttp import web
+from prometheus_client.registry import Collector
 
 from its_runtime.config import RuntimeConfig
 from its_runtime.observability import collectors, metrics, telemetry
