@@ -1,15 +1,23 @@
 # The project's commands. README's quickstart: `make demo` and `make test`.
-PYTHON ?= python3
+# Everything runs from the project's virtual environment (.venv, made by
+# devenv/install-deps.sh with uv); the system interpreter is never installed into.
+VENV := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export VIRTUAL_ENV := $(VENV)
+PYTHON := $(VENV)/bin/python
 DEVENV := $(PYTHON) -m its_devenv.cli
 PYTEST_ARGS ?=
+#: The fast loop: tests that need no cluster, no services, no GPU and are not slow.
+CHECK_MARKERS := not cluster and not services and not slow and not gpu
 
 .PHONY: help deps build-control-plane dev-cluster dev-cluster-down dev-cluster-reset \
-        services services-down demo-down crds crds-check lint typecheck imports pytest test demo \
+        services services-down demo-down crds crds-check lint typecheck imports pytest test demo check \
         bench-serving bench-operator bench-data-plane clean
 
 help:
 	@echo "make demo              the main job: cluster, services, operator, a pipeline, live runtime"
 	@echo "make test              lint, type checks, import contracts, CRD drift check, all tests"
+	@echo "make check             the fast loop: lint, types, contracts and the tests needing no cluster"
 	@echo "make demo-down         stop everything the demo started"
 	@echo "make dev-cluster       start (or reuse) the local control plane; prints KUBECONFIG"
 	@echo "make dev-cluster-down  stop it"
@@ -47,6 +55,7 @@ lint:
 
 typecheck:
 	mypy -p its_operator -p its_runtime -p its_devenv
+	mypy tests benchmarks
 
 imports:
 	lint-imports
@@ -56,8 +65,11 @@ pytest:
 
 test: deps lint typecheck imports crds-check pytest
 
+check: deps lint typecheck imports crds-check
+	$(PYTHON) -m pytest -q -m "$(CHECK_MARKERS)" $(PYTEST_ARGS)
+
 deps:
-	PYTHON=$(PYTHON) bash devenv/install-deps.sh
+	ITS_VENV=$(VENV) bash devenv/install-deps.sh
 
 demo: deps
 	$(PYTHON) -m its_devenv.demo up
@@ -78,3 +90,10 @@ clean:
 	-$(DEVENV) cluster down
 	-$(DEVENV) services down
 	rm -rf .devcluster .services .demo
+
+# Any target that runs the project's Python needs the virtual environment first.
+dev-cluster dev-cluster-down dev-cluster-reset services services-down crds crds-check \
+lint typecheck imports pytest demo-down bench-serving bench-operator bench-data-plane: | $(PYTHON)
+
+$(PYTHON):
+	ITS_VENV=$(VENV) bash devenv/install-deps.sh

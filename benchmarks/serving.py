@@ -450,7 +450,8 @@ def serve_ray(args: argparse.Namespace) -> None:
             self.decode_pool = concurrent.futures.ThreadPoolExecutor(cores)
             self.model_pool = concurrent.futures.ThreadPoolExecutor(1)
 
-        @serve.batch(max_batch_size=setup.max_batch, batch_wait_timeout_s=0.002)
+        # ray is typed only where the bench extra is installed.
+        @serve.batch(max_batch_size=setup.max_batch, batch_wait_timeout_s=0.002)  # type: ignore[untyped-decorator,unused-ignore]
         async def infer(self, frames: list[torch.Tensor]) -> list[Any]:
             loop = asyncio.get_running_loop()
             batch = torch.stack(frames)
@@ -465,11 +466,11 @@ def serve_ray(args: argparse.Namespace) -> None:
             )
             return {"detections": await self.infer(x)}
 
-    serve.run(Detector.bind(setup), route_prefix="/detect")  # type: ignore[attr-defined]
+    serve.run(Detector.bind(setup), route_prefix="/detect")  # type: ignore[attr-defined,unused-ignore]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stop.wait()
-    serve.shutdown()  # type: ignore[no-untyped-call]
+    serve.shutdown()  # type: ignore[no-untyped-call,unused-ignore]
     ray.shutdown()
 
 

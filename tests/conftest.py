@@ -20,6 +20,38 @@ from its_devenv import services as devservices
 
 KEEP = os.environ.get("ITS_KEEP_SERVICES") == "1"
 
+#: A test that uses one of these fixtures (directly or through another fixture) gets the
+#: marker, so ``make check`` (``-m "not cluster and not services and not slow"``) selects
+#: the fast tests by what they really need rather than by hand-kept lists.
+_MARKER_BY_FIXTURE = {
+    "cluster": "cluster",
+    "services": "services",
+    "rtsp_server": "services",
+    "serve": "slow",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by the fixtures they need; skip ``gpu`` tests where CUDA is absent.
+
+    One rule for the ``gpu`` marker: a test marked ``gpu`` runs only with a CUDA device
+    and is skipped elsewhere with the reason shown (``-ra``), so no test writes its own
+    skip. torch is imported only when a ``gpu`` test was collected.
+    """
+    cuda: bool | None = None
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        for fixture, marker in _MARKER_BY_FIXTURE.items():
+            if fixture in names:
+                item.add_marker(marker)
+        if item.get_closest_marker("gpu") is not None:
+            if cuda is None:
+                import torch
+
+                cuda = bool(torch.cuda.is_available())
+            if not cuda:
+                item.add_marker(pytest.mark.skip(reason="gpu: needs a CUDA device"))
+
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[devcluster.Cluster]:
@@ -33,7 +65,7 @@ def cluster() -> Iterator[devcluster.Cluster]:
 def k8s_api(cluster: devcluster.Cluster) -> Iterator[object]:
     from kubernetes import config
 
-    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
     yield api
     api.close()
 
@@ -43,7 +75,7 @@ def namespace(cluster: devcluster.Cluster, k8s_api: object) -> Iterator[str]:
     from kubernetes import client
 
     name = f"t-{uuid.uuid4().hex[:10]}"
-    core = client.CoreV1Api(k8s_api)  # type: ignore[arg-type]
+    core = client.CoreV1Api(k8s_api)
     core.create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"its-test": "1"}))
     )

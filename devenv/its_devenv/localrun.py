@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import pathlib
 import shutil
 import sys
@@ -74,7 +75,7 @@ def start_operator(
 ) -> int:
     """Start ``its-operator`` with the manifest's args as its ServiceAccount."""
     container = operator_container(c)
-    exe = shutil.which("its-operator")
+    exe = _script("its-operator")
     if exe is None:
         raise FileNotFoundError("its-operator is not installed (pip install -e '.[operator]')")
     kubeconfig = service_account_kubeconfig(
@@ -84,10 +85,19 @@ def start_operator(
     return procs.start(name, [exe, *container.get("args", [])], run_dir=run_dir, env=env)
 
 
+def _script(name: str) -> str | None:
+    """An installed console script: beside this interpreter first (the project's .venv,
+    even when it is not on PATH), then on PATH."""
+    beside = pathlib.Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(name)
+
+
 def runtime_argv(config_path: pathlib.Path | str) -> list[str]:
     """The runtime pod's command line (the image's ENTRYPOINT + CMD) for a config file:
     the installed ``its-runtime`` script, or ``python -m`` where it is not on PATH."""
-    script = shutil.which("its-runtime")
+    script = _script("its-runtime")
     if script is not None:
         return [script, "--config", str(config_path)]
     return [sys.executable, "-m", "its_runtime.main", "--config", str(config_path)]

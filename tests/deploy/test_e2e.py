@@ -74,7 +74,7 @@ def _pipeline(cluster: devcluster.Cluster, ns: str, name: str) -> dict[str, Any]
 
 def _ready(obj: dict[str, Any]) -> bool:
     conds = {c["type"]: c for c in obj.get("status", {}).get("conditions", [])}
-    return (
+    return bool(
         obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
         and conds.get("Ready", {}).get("status") == "True"
         and conds.get("Progressing", {}).get("status") == "False"
