@@ -1,0 +1,173 @@
+"""Camera ownership through real Leases on the local API server: join, rebalance,
+release, expiry after a crash and self-fencing after a stall. The protocol's clock is
+stepped by the test (each pod has its own), the Leases are real API objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from its_runtime.dataplane import leases, membership
+
+CAMERAS = [f"cam-{i}" for i in range(6)]
+TIMING = membership.Timing(lease_duration_s=10.0, renew_period_s=2.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def lease_api(k8s_api: Any) -> leases.KubernetesLeaseApi:
+    return leases.KubernetesLeaseApi(k8s_api)
+
+
+def pod(api: leases.KubernetesLeaseApi, ns: str, name: str, clock: Clock) -> membership.Membership:
+    return membership.Membership(
+        api,
+        namespace=ns,
+        pipeline="ring-road",
+        pod=name,
+        capacity=10,
+        cameras=CAMERAS,
+        timing=TIMING,
+        clock=clock,
+    )
+
+
+def run_round(
+    pods: dict[str, membership.Membership], clock: Clock, step: float = 2.0
+) -> dict[str, frozenset[str]]:
+    """One renew period: every listed pod ticks; asserts no camera runs twice."""
+    clock.t += step
+    running = {name: m.tick().run for name, m in pods.items()}
+    seen: dict[str, str] = {}
+    for name, cams in running.items():
+        for cam in cams:
+            assert cam not in seen, f"{cam} runs on {seen[cam]} and {name}"
+            seen[cam] = name
+    return running
+
+
+def test_three_pods_share_six_cameras_and_no_camera_ever_runs_twice(
+    lease_api: leases.KubernetesLeaseApi, namespace: str
+) -> None:
+    clock = Clock()
+    pods = {n: pod(lease_api, namespace, n, clock) for n in ("rt-a", "rt-b", "rt-c")}
+    for _ in range(8):
+        running = run_round(pods, clock)
+    assert sorted(c for cams in running.values() for c in cams) == CAMERAS
+    assert sorted(len(c) for c in running.values()) == [2, 2, 2]
+    listed = lease_api.list(namespace, "ring-road")
+    assert sorted(r.holder for r in listed) == ["rt-a", "rt-b", "rt-c"]
+
+
+def test_a_released_pods_cameras_move_at_the_next_tick(
+    lease_api: leases.KubernetesLeaseApi, namespace: str
+) -> None:
+    clock = Clock()
+    pods = {n: pod(lease_api, namespace, n, clock) for n in ("rt-a", "rt-b", "rt-c")}
+    for _ in range(8):
+        running = run_round(pods, clock)
+    released = running["rt-c"]
+    pods.pop("rt-c").leave()
+    running = run_round(pods, clock)
+    # Its cameras start at once: their holder provably stopped (it deleted its Lease).
+    assert released <= running["rt-a"] | running["rt-b"]
+    # A camera the new quotas move between the two live pods waits out the hand-off.
+    for _ in range(int(TIMING.handoff_wait_s / TIMING.renew_period_s) + 1):
+        running = run_round(pods, clock)
+    assert sorted(c for cams in running.values() for c in cams) == CAMERAS
+
+
+def test_a_crashed_pods_cameras_resume_after_the_lease_expires(
+    lease_api: leases.KubernetesLeaseApi, namespace: str
+) -> None:
+    clock = Clock()
+    pods = {n: pod(lease_api, namespace, n, clock) for n in ("rt-a", "rt-b", "rt-c")}
+    for _ in range(8):
+        running = run_round(pods, clock)
+    lost = running["rt-c"]
+    crashed = pods.pop("rt-c")  # kill -9: it never ticks or leaves again
+    crashed_at = clock.t
+    resumed_at = None
+    for _ in range(10):
+        running = run_round(pods, clock)
+        if resumed_at is None and lost <= running["rt-a"] | running["rt-b"]:
+            resumed_at = clock.t
+    assert resumed_at is not None
+    gap = resumed_at - crashed_at
+    assert TIMING.lease_duration_s <= gap <= TIMING.lease_duration_s + TIMING.renew_period_s
+    assert crashed.fenced(clock.t)
+
+
+def test_a_stalled_pod_fences_itself_before_others_take_over_and_rejoins_without_overlap(
+    lease_api: leases.KubernetesLeaseApi, namespace: str
+) -> None:
+    clock = Clock()
+    pods = {n: pod(lease_api, namespace, n, clock) for n in ("rt-a", "rt-b", "rt-c")}
+    for _ in range(8):
+        running = run_round(pods, clock)
+    lost = running["rt-c"]
+    stalled = pods.pop("rt-c")  # SIGSTOP
+    stop_at = clock.t
+    fenced_at = None
+    taken_at = None
+    for _ in range(24):
+        running = run_round(pods, clock, step=1.0)
+        if fenced_at is None and stalled.fenced(clock.t):
+            fenced_at = clock.t
+        if taken_at is None and lost & (running["rt-a"] | running["rt-b"]):
+            taken_at = clock.t
+    assert fenced_at is not None
+    assert taken_at is not None
+    assert fenced_at < taken_at, (stop_at, fenced_at, taken_at)
+    # SIGCONT: it ticks again, and runs nothing until the hand-off wait has passed,
+    # while the others give its cameras back as soon as they see it.
+    pods["rt-c"] = stalled
+    for _ in range(8):
+        running = run_round(pods, clock)
+    assert sorted(len(c) for c in running.values()) == [2, 2, 2]
+
+
+def test_lease_writes_do_not_grow_with_cameras(
+    lease_api: leases.KubernetesLeaseApi, namespace: str
+) -> None:
+    """One replace per pod per tick, for 6 or 600 cameras: count calls on the real API."""
+    calls = {"create": 0, "replace": 0}
+
+    class Counting(leases.KubernetesLeaseApi):
+        def create(self, ns: str, body: dict[str, Any]) -> membership.LeaseRecord:
+            calls["create"] += 1
+            return super().create(ns, body)
+
+        def replace(self, ns: str, name: str, body: dict[str, Any]) -> membership.LeaseRecord:
+            calls["replace"] += 1
+            return super().replace(ns, name, body)
+
+    api = Counting(lease_api._client)
+    clock = Clock()
+    many = [f"cam-{i}" for i in range(600)]
+    pods = {
+        n: membership.Membership(
+            api,
+            namespace=namespace,
+            pipeline="corridor",
+            pod=n,
+            capacity=1000,
+            cameras=many,
+            timing=TIMING,
+            clock=clock,
+        )
+        for n in ("rt-a", "rt-b", "rt-c")
+    }
+    for _ in range(5):
+        clock.t += 2.0
+        for m in pods.values():
+            m.tick()
+    assert calls == {"create": 3, "replace": 12}
