@@ -17,22 +17,36 @@ from __future__ import annotations
 
 import enum
 import pathlib
-from typing import Annotated, Any, Self
-from urllib.parse import urlparse
+from typing import Any, Self
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    GetJsonSchemaHandler,
-    field_validator,
-    model_serializer,
-    model_validator,
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from its_runtime.camera_config import (
+    CAMERA_SCHEMES,
+    CameraConfig,
+    Coordinate,
+    CountingLine,
+    Point,
+    Region,
 )
-from pydantic.alias_generators import to_camel
-from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema
+from its_runtime.wire import NAME_PATTERN, WireModel, cel
+
+__all__ = [
+    "CAMERA_SCHEMES",
+    "CONFIGMAP_KEY",
+    "DATABASE_DSN_ENV",
+    "DEFAULT_CONFIG_PATH",
+    "NAME_PATTERN",
+    "REDIS_URL_ENV",
+    "CameraConfig",
+    "Coordinate",
+    "CountingLine",
+    "Point",
+    "Region",
+    "WireModel",
+    "cel",
+]
 
 #: Where the operator mounts the rendered config, and the runtime looks by default.
 DEFAULT_CONFIG_PATH = "/etc/its/runtime.yaml"
@@ -42,35 +56,6 @@ CONFIGMAP_KEY = "runtime.yaml"
 #: sets them with ``valueFrom.secretKeyRef``, never with the value itself.
 DATABASE_DSN_ENV = "ITS_DATABASE_DSN"
 REDIS_URL_ENV = "ITS_REDIS_URL"
-CAMERA_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
-_CAMERA_URL_CEL = (
-    "self.url.startsWith('rtsp://') || self.url.startsWith('rtsps://') || "
-    "self.url.startsWith('http://') || self.url.startsWith('https://') || "
-    "self.url.startsWith('file://')"
-)
-_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-
-
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
-    """One CEL ``x-kubernetes-validations`` entry; ``message`` names the offending field."""
-    out: dict[str, Any] = {"rule": rule, "message": message}
-    if field_path is not None:
-        out["fieldPath"] = field_path
-    return out
-
-
-class WireModel(BaseModel):
-    """camelCase on the wire, unknown keys rejected (a typo must not pass silently),
-    frozen (parsed configs and specs are compared and hashed, never mutated). The
-    operator's CR models use this base too, so both read alike."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-        use_enum_values=False,
-    )
 
 
 class Precision(enum.StrEnum):
@@ -199,103 +184,6 @@ class ModelConfig(WireModel):
         return v
 
 
-Coordinate = Annotated[float, Field(ge=0, le=1)]
-
-
-class Point(WireModel):
-    """A point in normalised image coordinates (0..1), independent of resolution.
-
-    On the wire (CR, config file) a point is ``[x, y]``, not ``{x: .., y: ..}``: the YAML
-    1.1 parser behind kubectl and kustomize reads an unquoted ``y`` key as the boolean
-    true, which turns every hand-written point into an unknown field ``true``.
-    In Python it is an object with ``.x`` and ``.y``.
-    """
-
-    x: Coordinate = Field(..., description="Horizontal position, 0 = left edge, 1 = right edge.")
-    y: Coordinate = Field(..., description="Vertical position, 0 = top edge, 1 = bottom edge.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_pair(cls, data: Any) -> Any:
-        if isinstance(data, list | tuple):
-            if len(data) != 2:
-                raise ValueError(f"a point is [x, y]; got {len(data)} numbers")
-            return {"x": data[0], "y": data[1]}
-        return data
-
-    @model_serializer(mode="plain")
-    def _to_pair(self) -> list[float]:
-        return [self.x, self.y]
-
-    @classmethod
-    def __get_pydantic_json_schema__(
-        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        return {
-            "type": "array",
-            "description": "[x, y] in normalised image coordinates: 0..1 from the left and "
-            "from the top edge.",
-            "items": {"type": "number", "minimum": 0, "maximum": 1},
-            "minItems": 2,
-            "maxItems": 2,
-        }
-
-
-class CountingLine(WireModel):
-    name: str = Field(..., pattern=_NAME_PATTERN, max_length=63, description="Line name.")
-    start: Point = Field(..., description="First end of the line.")
-    end: Point = Field(..., description="Second end. Crossing left-to-right of start->end is 'in'.")
-
-
-class Region(WireModel):
-    name: str = Field(..., pattern=_NAME_PATTERN, max_length=63, description="Region name.")
-    polygon: list[Point] = Field(
-        ..., min_length=3, max_length=64, description="Polygon vertices, in order."
-    )
-
-
-class CameraConfig(WireModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    _CAMERA_URL_CEL,
-                    "url scheme must be one of rtsp, rtsps, http, https, file",
-                    ".url",
-                ),
-            ]
-        }
-    )
-
-    name: str = Field(
-        ..., pattern=_NAME_PATTERN, max_length=63, description="Camera id (DNS label)."
-    )
-    url: str = Field(
-        ...,
-        min_length=1,
-        max_length=2048,
-        description="Stream URL: rtsp://, http(s):// or file://.",
-    )
-    fps: float = Field(30.0, gt=0, le=240, description="Target frames per second to analyse.")
-    lines: list[CountingLine] = Field(
-        default_factory=list, max_length=32, description="Counting lines (with direction)."
-    )
-    regions: list[Region] = Field(
-        default_factory=list, max_length=32, description="Regions whose occupancy is reported."
-    )
-    meters_per_pixel: float | None = Field(
-        None, gt=0, description="Ground calibration for speed estimates (metres per pixel)."
-    )
-
-    @field_validator("url")
-    @classmethod
-    def _scheme(cls, v: str) -> str:
-        scheme = urlparse(v).scheme
-        if scheme not in CAMERA_SCHEMES:
-            raise ValueError(f"url scheme {scheme!r} is not one of {', '.join(CAMERA_SCHEMES)}")
-        return v
-
-
 class CacheConfig(WireModel):
     redis_url_env: str | None = Field(
         None,
@@ -382,6 +270,47 @@ class ServerConfig(WireModel):
     drain_timeout_s: float = Field(30.0, ge=0, description="Longest drain on SIGTERM.")
 
 
+class ScaleOutConfig(WireModel):
+    """How the replicas of one pipeline share its cameras: one membership Lease per
+    pod, the assignment computed from the live members (``dataplane/membership.py``
+    documents the protocol). Disabled: every camera runs in this process."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.leaseDurationSeconds) || !has(self.renewPeriodSeconds) || "
+                    "self.leaseDurationSeconds > 2 * self.renewPeriodSeconds",
+                    "scaleOut.leaseDurationSeconds must exceed twice renewPeriodSeconds",
+                )
+            ]
+        }
+    )
+
+    enabled: bool = Field(False, description="Share cameras across replicas through Leases.")
+    pipeline: str = Field(
+        "", max_length=200, description="The pipeline's name: the Leases' label value."
+    )
+    lease_duration_seconds: int = Field(
+        10, ge=3, le=300, description="A silent replica's cameras move after this long."
+    )
+    renew_period_seconds: int = Field(
+        2, ge=1, le=60, description="How often a replica renews its Lease and re-reads members."
+    )
+    max_cameras_per_replica: int = Field(
+        32, ge=1, le=1000, description="A replica never analyses more cameras than this."
+    )
+
+    @model_validator(mode="after")
+    def _lease_outlasts_renewals(self) -> Self:
+        if self.lease_duration_seconds <= 2 * self.renew_period_seconds:
+            raise ValueError(
+                "scaleOut.leaseDurationSeconds must exceed twice renewPeriodSeconds "
+                f"(got {self.lease_duration_seconds} and {self.renew_period_seconds})"
+            )
+        return self
+
+
 class RuntimeConfig(WireModel):
     """Everything one runtime process needs; the file the operator's ConfigMap holds."""
 
@@ -393,6 +322,7 @@ class RuntimeConfig(WireModel):
     gpu: GpuConfig = Field(default_factory=GpuConfig)
     slo: SloConfig = Field(default_factory=SloConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    scale_out: ScaleOutConfig = Field(default_factory=ScaleOutConfig)
 
     @model_validator(mode="after")
     def _unique_camera_names(self) -> Self:
