@@ -4,11 +4,12 @@ stepped by the test (each pod has its own), the Leases are real API objects."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from its_runtime.dataplane import leases, membership
+from its_runtime.dataplane import coordinator, leases, membership
 
 CAMERAS = [f"cam-{i}" for i in range(6)]
 TIMING = membership.Timing(lease_duration_s=10.0, renew_period_s=2.0)
@@ -171,3 +172,52 @@ def test_lease_writes_do_not_grow_with_cameras(
         for m in pods.values():
             m.tick()
     assert calls == {"create": 3, "replace": 12}
+
+
+async def test_coordinators_on_real_time_split_cameras_and_take_over_on_release(
+    lease_api: leases.KubernetesLeaseApi, namespace: str
+) -> None:
+    """Two pods' coordinators on the event loop with real clocks and short timings:
+    sampled every 50 ms, no camera ever runs on both; a release hands over at once."""
+    timing = membership.Timing(lease_duration_s=4.0, renew_period_s=1.0)
+    running: dict[str, frozenset[str]] = {"rt-a": frozenset(), "rt-b": frozenset()}
+
+    def make(name: str) -> coordinator.Coordinator:
+        async def on_change(run: frozenset[str]) -> None:
+            running[name] = run
+
+        m = membership.Membership(
+            lease_api,
+            namespace=namespace,
+            pipeline="ring-road",
+            pod=name,
+            capacity=10,
+            cameras=CAMERAS,
+            timing=timing,
+        )
+        return coordinator.Coordinator(m, on_change)
+
+    a, b = make("rt-a"), make("rt-b")
+    a.start()
+    b.start()
+    balanced_after = None
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    while loop.time() - t0 < 12:
+        assert not running["rt-a"] & running["rt-b"]
+        if len(running["rt-a"]) == len(running["rt-b"]) == 3:
+            balanced_after = loop.time() - t0
+            break
+        await asyncio.sleep(0.05)
+    assert balanced_after is not None
+    assert a.view().members == ("rt-a", "rt-b")
+    await b.stop()
+    assert running["rt-b"] == frozenset()
+    t1 = loop.time()
+    # Polling on purpose: the test samples what the pods run, it waits for no event.
+    while len(running["rt-a"]) < len(CAMERAS) and loop.time() - t1 < 5:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    took = loop.time() - t1
+    await a.stop()
+    assert took <= timing.renew_period_s + 0.5
+    assert [r.holder for r in lease_api.list(namespace, "ring-road")] == []

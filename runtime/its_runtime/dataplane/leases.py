@@ -18,10 +18,12 @@ from its_runtime.dataplane import membership
 class KubernetesLeaseApi:
     """:class:`membership.LeaseApi` over ``coordination.k8s.io/v1``."""
 
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, api_client: Any, *, timeout_s: float = 5.0) -> None:
         from kubernetes import client
 
         self._client = api_client
+        #: Per request: a hung API call must not outlast the fence.
+        self.timeout_s = timeout_s
         self._leases = client.CoordinationV1Api(api_client)
 
     @classmethod
@@ -40,7 +42,9 @@ class KubernetesLeaseApi:
 
     def list(self, namespace: str, pipeline: str) -> list[membership.LeaseRecord]:
         got = self._leases.list_namespaced_lease(
-            namespace, label_selector=f"{membership.PIPELINE_LABEL}={pipeline}"
+            namespace,
+            label_selector=f"{membership.PIPELINE_LABEL}={pipeline}",
+            _request_timeout=self.timeout_s,
         )
         return [self._record(item) for item in got.items]
 
@@ -48,11 +52,19 @@ class KubernetesLeaseApi:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return self._record(self._leases.create_namespaced_lease(namespace, cast(Any, body)))
+            return self._record(
+                self._leases.create_namespaced_lease(
+                    namespace, cast(Any, body), _request_timeout=self.timeout_s
+                )
+            )
         except ApiException as exc:
             if exc.status == 409:  # a Lease of a previous run of this pod name
                 name = body["metadata"]["name"]
-                current = self._record(self._leases.read_namespaced_lease(name, namespace))
+                current = self._record(
+                    self._leases.read_namespaced_lease(
+                        name, namespace, _request_timeout=self.timeout_s
+                    )
+                )
                 body["metadata"]["resourceVersion"] = current.resource_version
                 return self.replace(namespace, name, body)
             raise
@@ -62,7 +74,9 @@ class KubernetesLeaseApi:
 
         try:
             return self._record(
-                self._leases.replace_namespaced_lease(name, namespace, cast(Any, body))
+                self._leases.replace_namespaced_lease(
+                    name, namespace, cast(Any, body), _request_timeout=self.timeout_s
+                )
             )
         except ApiException as exc:
             if exc.status in (404, 409):
@@ -76,7 +90,10 @@ class KubernetesLeaseApi:
         pre = client.V1Preconditions(resource_version=resource_version)
         try:
             self._leases.delete_namespaced_lease(
-                name, namespace, body=client.V1DeleteOptions(preconditions=pre)
+                name,
+                namespace,
+                body=client.V1DeleteOptions(preconditions=pre),
+                _request_timeout=self.timeout_s,
             )
         except ApiException as exc:
             if exc.status not in (404, 409):
