@@ -56,7 +56,7 @@ from its_runtime.config import (
 from its_runtime.dataplane.cache.l1 import L1Cache
 from its_runtime.dataplane.cache.l2 import RedisL2
 from its_runtime.dataplane.plane import DataPlane
-from its_runtime.dataplane.store import bulk, keys, rows
+from its_runtime.dataplane.store import bulk, rows
 from its_runtime.dataplane.store.database import Database
 from its_runtime.kits import synth
 from its_runtime.kits.synth_detector import ColourBoxDetector
@@ -76,7 +76,16 @@ def detection_rows(n: int) -> rows.RowBatch:
     for i in range(n):
         ts = now + i / 1000
         batch.detections.append(
-            (keys.new_key(ts), "bench", ts, i, i % 7, "car", 0.9, 0.1, 0.2, 0.3, 0.4, 42.0)
+            rows.DetectionRow.new(
+                camera="bench",
+                ts=ts,
+                frame_seq=i,
+                track_id=i % 7,
+                class_name="car",
+                score=0.9,
+                box=(0.1, 0.2, 0.3, 0.4),
+                speed_kmh=42.0,
+            )
         )
     return batch
 
@@ -117,7 +126,7 @@ async def bench_writes(dsn: str, quick: bool) -> dict[str, Any]:
                 for b in batches:
                     await conn.copy_records_to_table(
                         "detections",
-                        records=rows.with_datetime(b.detections),
+                        records=rows.copy_records(b.detections),
                         columns=rows.DETECTION_COLUMNS,
                     )
 
@@ -129,7 +138,7 @@ async def bench_writes(dsn: str, quick: bool) -> dict[str, Any]:
                 async with conn.transaction():
                     await conn.executemany(
                         f"INSERT INTO detections ({cols}) VALUES ({marks})",
-                        rows.with_datetime(naive.detections),
+                        rows.copy_records(naive.detections),
                     )
 
             async def one_by_one() -> None:

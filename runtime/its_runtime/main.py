@@ -7,7 +7,9 @@ Order of events, and why:
 2. Start listening *before* the engine is loaded. Loading may build a TensorRT or
    AOTInductor engine for minutes; meanwhile ``/live`` answers (so a startup probe does
    not kill the pod mid-build) and ``/ready`` says "warming up". The engine is loaded and
-   warmed on the batcher's worker thread; a load error (wrong input shape, unreadable
+   warmed on the batcher's worker thread (``engine.lazy.LazyEngine`` stands in until
+   then; the one ``BatchPlan`` derived from the config here sizes both the engine and
+   the batcher); a load error (wrong input shape, unreadable
    file, no usable backend) exits with code 3 and the engine's message.
 3. On SIGTERM (or SIGINT): ``/ready`` turns false, new frames get 503 "draining",
    drain hooks of other layers run (camera readers stop), every queued frame is still
@@ -27,14 +29,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import pydantic
-import torch
 from aiohttp import web
 
 from its_runtime.config import DEFAULT_CONFIG_PATH, RuntimeConfig, ServerConfig
 from its_runtime.dataplane import plane, queries
 from its_runtime.dataplane.analytics import analyzer
-from its_runtime.detections import Detections
-from its_runtime.engine import Engine
+from its_runtime.engine import lazy
+from its_runtime.engine import plan as plan_mod
 from its_runtime.observability import metrics
 from its_runtime.serving import app as app_mod
 from its_runtime.serving.api.services import SERVICES, Services
@@ -43,50 +44,6 @@ log = logging.getLogger("its_runtime")
 
 EXIT_CONFIG = 2
 EXIT_ENGINE = 3
-
-
-class LazyEngine:
-    """The batcher's executor while the engine loads on the worker thread.
-
-    Batch size and input shape come from the config (the engine is built to them), so
-    the batcher and the HTTP layer exist before the engine does. Loading runs first on
-    the single worker thread, so no batch can reach :meth:`run_batch` before it.
-    """
-
-    def __init__(self, config: RuntimeConfig) -> None:
-        self._config = config
-        self.engine: Engine | None = None
-        c, h, w = config.model.input_shape
-        self.input_shape = (c, h, w)
-        self.max_batch_size = config.model.batching.max_batch_size
-
-    @property
-    def device(self) -> torch.device | None:
-        return None if self.engine is None else self.engine.device
-
-    @property
-    def accepts_device_batches(self) -> bool:
-        """Passed through once loaded, so the batcher stages batches on CUDA (pinned
-        buffers, copy on a side stream) for an engine that takes device tensors."""
-        return self.engine is not None and self.engine.accepts_device_batches
-
-    def load_and_warm_up(self) -> None:
-        start = time.monotonic()
-        engine = Engine.load(self._config.model, self._config.engine_cache, self._config.gpu)
-        log.info(
-            "engine loaded in %.2fs: backend %s, fallbacks %s",
-            time.monotonic() - start,
-            engine.backend,
-            list(engine.fallbacks) or "none",
-        )
-        engine.warmup()
-        self.engine = engine
-
-    def run_batch(self, batch: torch.Tensor) -> list[Detections]:
-        engine = self.engine
-        if engine is None:
-            raise RuntimeError("the engine is not loaded")
-        return engine.run_batch(batch)
 
 
 async def drain(services: Services, timeout_s: float) -> bool:
@@ -160,12 +117,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, pydantic.ValidationError) as exc:
         log.error("invalid config %s: %s", args.config, exc)
         return EXIT_CONFIG
-    executor = LazyEngine(config)
+    # One batch plan (maximum, buckets, warm-up sizes) for the engine and the batcher.
+    plan = plan_mod.from_config(config.model.batching)
+    executor = lazy.LazyEngine(config, plan)
     application = app_mod.create_app(
         config,
         executor,
+        plan=plan,
         warmup=executor.load_and_warm_up,
-        engine_info=app_mod.EngineView(lambda: executor.engine),
+        engine_info=executor,
         extensions=[data_plane_extension()],
     )
     return asyncio.run(serve(application, config.server))

@@ -33,7 +33,8 @@ from its_runtime.config import (
     RuntimeConfig,
 )
 from its_runtime.dataplane.analytics.analyzer import FrameAnalysis
-from its_runtime.dataplane.plane import DataPlane, PipelineOptions
+from its_runtime.dataplane.camera import PipelineOptions
+from its_runtime.dataplane.plane import DataPlane
 from its_runtime.kits.synth_detector import ColourBoxDetector
 from its_runtime.serving.app import create_app
 

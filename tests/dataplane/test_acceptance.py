@@ -22,7 +22,8 @@ from its_runtime.dataplane.analytics.analyzer import CROSSING, FrameAnalysis
 from its_runtime.dataplane.cache.l1 import L1Cache
 from its_runtime.dataplane.cache.l2 import RedisL2
 from its_runtime.dataplane.cache.tiered import TieredCache
-from its_runtime.dataplane.plane import PipelineOptions, latest_key
+from its_runtime.dataplane.camera import PipelineOptions
+from its_runtime.dataplane.publish import latest_key
 from its_runtime.kits import synth
 from tests.dataplane.support import (
     MID_LINE,

@@ -15,7 +15,7 @@ from its_runtime.config import CountingLine, Point
 from its_runtime.dataplane.analytics.analyzer import CROSSING, OBJECT, FrameAnalysis
 from its_runtime.dataplane.analytics.lines import LineCounter
 from its_runtime.dataplane.analytics.tracker import Tracker
-from its_runtime.dataplane.plane import CameraPipeline, PipelineOptions
+from its_runtime.dataplane.camera import CameraPipeline, PipelineOptions
 from its_runtime.detections import Detections
 from its_runtime.kits import synth
 from its_runtime.serving.batching import DynamicBatcher

@@ -13,10 +13,10 @@ import pytest
 from its_devenv import services as devservices
 from its_runtime.config import DatabaseConfig
 from its_runtime.dataplane.ingest.backoff import Backoff
-from its_runtime.dataplane.store import bulk, keys, migrations, schema
+from its_runtime.dataplane.store import bulk, migrations, schema
 from its_runtime.dataplane.store.database import Database
 from its_runtime.dataplane.store.journal import Journal, JournalLockedError
-from its_runtime.dataplane.store.rows import FrameRows, RowBatch
+from its_runtime.dataplane.store.rows import DetectionRow, EventRow, FrameRows, RowBatch
 from its_runtime.dataplane.store.writer import RowWriter
 from tests.dataplane.support import eventually
 
@@ -26,12 +26,41 @@ def frame_rows(camera: str, seq: int, *, at: float | None = None, events: int = 
     return FrameRows(
         decoded_at=ts,
         events=[
-            (keys.new_key(ts), camera, ts, seq / 30, "crossing", "mid", "in", "car", i, 42.0, seq)
+            EventRow.new(
+                camera=camera,
+                ts=ts,
+                media_time=seq / 30,
+                kind="crossing",
+                line="mid",
+                direction="in",
+                class_name="car",
+                track_id=i,
+                speed_kmh=42.0,
+                frame_seq=seq,
+            )
             for i in range(events)
         ],
         detections=[
-            (keys.new_key(ts), camera, ts, seq, 1, "car", 0.9, 0.1, 0.2, 0.3, 0.4, None),
-            (keys.new_key(ts), camera, ts, seq, 2, "truck", 0.8, 0.5, 0.2, 0.7, 0.4, 50.0),
+            DetectionRow.new(
+                camera=camera,
+                ts=ts,
+                frame_seq=seq,
+                track_id=1,
+                class_name="car",
+                score=0.9,
+                box=(0.1, 0.2, 0.3, 0.4),
+                speed_kmh=None,
+            ),
+            DetectionRow.new(
+                camera=camera,
+                ts=ts,
+                frame_seq=seq,
+                track_id=2,
+                class_name="truck",
+                score=0.8,
+                box=(0.5, 0.2, 0.7, 0.4),
+                speed_kmh=50.0,
+            ),
         ],
     )
 

@@ -6,7 +6,8 @@ Both are answered from the cache when it holds a fresh answer (``X-Cache: l1`` o
 ``l2``), else from PostgreSQL (``X-Cache: miss``), whose answer is then cached for the
 configured TTL. Cached values are the response bodies themselves, so a hit costs no
 query and no JSON encoding. ``/latest`` is normally a hit: the camera's pipeline
-publishes its live view to the cache several times a second; the database answer
+publishes its live view to the cache several times a second, under the key that
+:func:`its_runtime.dataplane.publish.latest_key` spells for both; the database answer
 (recent events) is the fallback for a camera this replica does not run, or one that
 stalled.
 
@@ -27,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from its_runtime import problems
+from its_runtime.dataplane import publish
 from its_runtime.dataplane.cache.tiered import TieredCache
 from its_runtime.dataplane.store import queries, schema
 from its_runtime.dataplane.store.database import Database
@@ -75,7 +77,7 @@ class CameraQueries:
         return body, None
 
     async def latest(self, camera: str) -> tuple[bytes, str | None]:
-        key = f"latest:{camera}"
+        key = publish.latest_key(camera)
         hit = await self.cache.get(key)
         if hit.value is not None:
             return hit.value, hit.level

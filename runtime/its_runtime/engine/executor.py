@@ -1,24 +1,30 @@
 """The engine the batcher drives: load once, warm every bucket, run batches.
 
-It implements the batcher's executor protocol: ``run_batch`` is synchronous and is
-called from one worker thread, so it needs no locks; the batcher owns queueing,
-timing and threads, this class owns the device. Loading follows one path whatever the
+It implements the batcher's executor protocol: ``stage`` collates a batch's frames into
+the engine's own buffers (on CUDA on the batcher's staging thread, copying to the
+device on a side stream while the previous batch computes) and ``run_batch`` runs it;
+each is called from one thread only, so neither needs locks. The batcher owns queueing,
+timing and threads and allocates no memory; this class owns the device and every batch
+buffer. ``stats()`` returns an :class:`~its_runtime.engine.stats.EngineStats` snapshot
+for ``/ready`` and the metrics. Loading follows one path whatever the
 model: apply the GPU memory settings (before CUDA initialises), load and check the
 model file, probe it once on a zero batch, then pick a backend (``backends.select``)
 through the engine cache. ``warmup`` runs every batch bucket once, so compiled
 backends have compiled (and CUDA has allocated) before the pod reports ready.
 
-A batch is staged through buffers allocated once (``staging.BatchStager``), padded to
-its bucket where the backend runs fixed shapes, run under ``torch.inference_mode``,
+Batch sizes come from the one :class:`~its_runtime.engine.plan.BatchPlan` the batcher
+also holds. A batch is staged through buffers allocated once (``staging.BatchStager``),
+padded to its bucket where the backend runs fixed shapes, run under ``torch.inference_mode``,
 and its outputs turned into ``Detections``; padding rows are dropped.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -26,7 +32,9 @@ from its_runtime import config
 from its_runtime.detections import Detections
 from its_runtime.engine import backends, compiled, keys, loading, postprocess, staging
 from its_runtime.engine import cache as cache_mod
+from its_runtime.engine import plan as plan_mod
 from its_runtime.engine import spec as spec_mod
+from its_runtime.engine import stats as stats_mod
 from its_runtime.engine.errors import EngineLoadError
 from its_runtime.engine.runner import Runner
 
@@ -58,6 +66,7 @@ class Engine:
         *,
         model: config.ModelConfig,
         spec: spec_mod.InputSpec,
+        plan: plan_mod.BatchPlan,
         device: torch.device,
         runner: Runner,
         fallbacks: list[tuple[str, str]],
@@ -69,8 +78,10 @@ class Engine:
         self.device = device
         self.max_batch_size = spec.max_batch
         self.input_shape: tuple[int, int, int] = spec.frame_shape
-        #: The batcher may hand over batches already on this CUDA device (staged on
-        #: its side stream, overlapping the previous batch's compute).
+        #: The batch plan with the sizes this engine really runs (a model exported for
+        #: one fixed batch has that one bucket).
+        self.plan = dataclasses.replace(plan, buckets=spec.buckets, opt_batch_size=spec.opt_batch)
+        #: ``stage`` returns batches already on this CUDA device.
         self.accepts_device_batches = device.type == "cuda"
         self.backend: str = runner.backend.value
         self.precision: str = runner.precision.value
@@ -90,13 +101,21 @@ class Engine:
         engine_cache: config.EngineCacheConfig,
         gpu: config.GpuConfig,
         device: str | None = None,
+        *,
+        plan: plan_mod.BatchPlan | None = None,
     ) -> Engine:
-        """Load, check and compile (or fetch from the cache) the configured model."""
+        """Load, check and compile (or fetch from the cache) the configured model.
+
+        ``plan`` is the batch plan shared with the batcher (derived from
+        ``model.batching`` when not given).
+        """
         started = time.monotonic()
         staging.configure_allocator(gpu)
         dev = resolve_device(device)
         staging.apply_memory_fraction(gpu, dev)
-        spec = spec_mod.from_model_config(model)
+        if plan is None:
+            plan = plan_mod.from_config(model.batching)
+        spec = spec_mod.from_model_config(model, plan)
         source = loading.load_source(model, spec)
         loading.probe(source, model, loading.probe_device(source, dev))
         cache = cache_mod.EngineCache(engine_cache)
@@ -105,6 +124,7 @@ class Engine:
         engine = cls(
             model=model,
             spec=source.spec,
+            plan=plan,
             device=dev,
             runner=runner,
             fallbacks=fallbacks,
@@ -141,11 +161,24 @@ class Engine:
         self.warmup_seconds = time.monotonic() - started
         log.info("warm-up of buckets %s took %.2fs", self.spec.buckets, self.warmup_seconds)
 
+    @property
+    def pipeline_depth(self) -> int:
+        """Batches staged or running at once: 2 on CUDA (the next batch is copied while
+        one computes), else 1."""
+        return self._stager.slots
+
+    def stage(self, frames: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Collate ``(C, H, W)`` float32 CPU frames into this engine's batch buffers.
+
+        On CUDA the frames go through pinned memory and are copied to the device on a
+        side stream; :meth:`run_batch` waits for that copy.
+        """
+        return self._stager.collate(frames)
+
     def run_batch(self, batch: torch.Tensor) -> list[Detections]:
         """Detect on a ``(B, C, H, W)`` float32 batch, ``1 <= B <= max_batch_size``.
 
-        The batch is on the CPU, or already on ``self.device`` (see
-        ``accepts_device_batches``).
+        The batch is on the CPU, or one :meth:`stage` returned.
         """
         if batch.ndim != 4 or tuple(batch.shape[1:]) != self.input_shape:
             dims = ", ".join(map(str, self.input_shape))
@@ -182,6 +215,15 @@ class Engine:
 
     def memory_stats(self) -> dict[str, int]:
         return staging.memory_stats(self.device)
+
+    def stats(self) -> stats_mod.EngineStats:
+        """The backend, fallbacks, cache counters and device memory, as one snapshot."""
+        return stats_mod.EngineStats(
+            backend=self.backend,
+            fallbacks=tuple((str(b), str(c)) for b, c in self.fallbacks),
+            cache=self.cache_stats.as_dict(),
+            memory=self.memory_stats(),
+        )
 
     def describe(self) -> dict[str, object]:
         """What ``/ready`` shows about the engine."""

@@ -4,7 +4,8 @@ Compiled engines are fastest when they see few distinct shapes: torch.compile wo
 recompile for each new batch size and, past its recompile limit, silently run eager.
 So the engine only ever runs batch sizes from a small fixed set (powers of two up to
 the maximum, plus the configured opt/preferred sizes) and pads a batch up to the next
-bucket. Warm-up runs every bucket once, so no request ever pays for a compile.
+bucket. Warm-up runs every bucket once, so no request ever pays for a compile. The sizes
+come from the :class:`~its_runtime.engine.plan.BatchPlan` the batcher also holds.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from its_runtime import config
+from its_runtime.engine import plan as plan_mod
 
 
 @dataclass(frozen=True)
@@ -49,27 +51,23 @@ class InputSpec:
         return self.buckets[bisect.bisect_left(self.buckets, batch)]
 
 
-def batch_buckets(max_batch: int, extra: list[int] | tuple[int, ...] = ()) -> tuple[int, ...]:
-    """Powers of two below ``max_batch``, ``max_batch`` itself and any ``extra`` sizes."""
-    sizes = {max_batch}
-    b = 1
-    while b < max_batch:
-        sizes.add(b)
-        b *= 2
-    sizes.update(s for s in extra if 1 <= s <= max_batch)
-    return tuple(sorted(sizes))
+#: The bucket rule lives with the batch plan; kept here for the engine's callers.
+batch_buckets = plan_mod.batch_buckets
 
 
-def from_model_config(model: config.ModelConfig) -> InputSpec:
+def from_model_config(
+    model: config.ModelConfig, plan: plan_mod.BatchPlan | None = None
+) -> InputSpec:
+    """The spec for ``model`` with the batch sizes of ``plan`` (derived from the config
+    when not given; ``its_runtime.main`` passes the one plan it shares with the batcher)."""
     c, h, w = model.input_shape
-    batching = model.batching
+    if plan is None:
+        plan = plan_mod.from_config(model.batching)
     return InputSpec(
         channels=c,
         height=h,
         width=w,
-        max_batch=batching.max_batch_size,
-        opt_batch=batching.opt_batch_size,
-        buckets=batch_buckets(
-            batching.max_batch_size, [batching.opt_batch_size, *batching.preferred_batch_sizes]
-        ),
+        max_batch=plan.max_batch_size,
+        opt_batch=plan.opt_batch_size,
+        buckets=plan.buckets,
     )

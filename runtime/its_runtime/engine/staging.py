@@ -6,11 +6,20 @@
   user already set there win. If CUDA is already up they are applied through the
   allocator's runtime setter, best effort, and that is logged.
 * A per-process memory fraction caps this process on a shared GPU.
-* ``BatchStager`` owns one pinned host buffer and one device buffer of the largest
-  batch, allocated once: a batch is copied into the pinned buffer, then sent with a
-  non-blocking copy, so steady-state serving allocates nothing per batch (no allocator
-  churn, no fragmentation) and padding rows to a bucket is free. On CPU it only pads
-  into a reused buffer (and passes batches that need no padding through untouched).
+* ``BatchStager`` is the one owner of batch memory (the batcher is a CPU-only
+  scheduler and allocates none). It owns one pinned host buffer and one device buffer
+  of the largest batch, allocated once: a batch is copied into the pinned buffer, then
+  sent with a non-blocking copy, so steady-state serving allocates nothing per batch
+  (no allocator churn, no fragmentation) and padding rows to a bucket is free. On CPU
+  it only pads into a reused buffer (and passes batches that need no padding through
+  untouched).
+* ``BatchStager.collate`` is the engine's half of the batcher's ``stage`` step: it
+  stacks the frames of the next batch into one of ``slots`` reused buffers. On CUDA
+  there are two slots: the frames go into pinned memory and are copied to the device
+  on a side stream, in the batcher's staging thread, while the previous batch computes;
+  ``stage`` then makes the compute stream wait on that copy's event. Slots are used in
+  turn, which is safe because the batcher keeps at most ``slots`` batches staged or
+  running and runs them in the order they were staged.
 
 Every CUDA call sits behind ``device.type == "cuda"``, so the CPU path never touches
 CUDA.
@@ -20,7 +29,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -103,14 +113,56 @@ class BatchStager:
         else:
             self._device_buf = torch.zeros(shape, dtype=dtype).to(memory_format=fmt)
         self._channels_last = channels_last
+        self._spec = spec
+        #: Batches staged or running at once (see the module docstring).
+        self.slots = 2 if device.type == "cuda" else 1
+        self._next_slot = 0
+        self._slot_host: list[torch.Tensor] = []  # pinned on CUDA; allocated on first use
+        self._slot_device: list[torch.Tensor] = []  # CUDA only
+        self._copy_stream: Any = None  # torch.cuda.Stream, created on first use
+        self._ready: dict[int, Any] = {}  # device slot address -> torch.cuda.Event
+
+    def collate(self, frames: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Stack ``frames`` (each ``(C, H, W)`` on the CPU) into the next slot's buffer.
+
+        Returns the ``(n, C, H, W)`` batch for :meth:`stage`: on the CPU, or on CUDA
+        already being copied to the device on the side stream.
+        """
+        n = len(frames)
+        if not 1 <= n <= self._spec.max_batch:
+            raise ValueError(f"batch of {n} frames is outside 1..{self._spec.max_batch}")
+        slot = self._next_slot
+        self._next_slot = (slot + 1) % self.slots
+        cuda = self.device.type == "cuda"
+        shape = (self._spec.max_batch, *self._spec.frame_shape)
+        while len(self._slot_host) <= slot:
+            self._slot_host.append(torch.empty(shape, dtype=self._spec.dtype, pin_memory=cuda))
+        host = self._slot_host[slot][:n]
+        torch.stack(list(frames), out=host)
+        if not cuda:
+            return host
+        if self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(device=self.device)  # type: ignore[no-untyped-call]
+        while len(self._slot_device) <= slot:
+            self._slot_device.append(torch.empty(shape, dtype=self._spec.dtype, device=self.device))
+        dev = self._slot_device[slot][:n]
+        with torch.cuda.stream(self._copy_stream):
+            dev.copy_(host, non_blocking=True)
+            ready = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            ready.record(self._copy_stream)
+        self._ready[dev.data_ptr()] = ready
+        return dev
 
     def stage(self, batch: torch.Tensor, size: int) -> torch.Tensor:
         """``batch`` (n <= size frames) as a ``size``-frame tensor on the device.
 
-        ``batch`` may be on CPU or already on the device (the batcher stages batches
-        on a side stream itself for executors that accept device batches).
+        ``batch`` may be on CPU, or on the device from :meth:`collate` (then the
+        current stream first waits for its copy).
         """
         n = batch.shape[0]
+        ready = self._ready.pop(batch.data_ptr(), None) if batch.is_cuda else None
+        if ready is not None:
+            torch.cuda.current_stream(self.device).wait_event(ready)
         if batch.device == self.device or self.device.type != "cuda":
             if n == size and batch.dtype == self.dtype and not self._channels_last:
                 return batch if batch.is_contiguous() else batch.contiguous()

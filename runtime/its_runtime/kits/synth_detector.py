@@ -18,9 +18,10 @@ a genuine network run by torch on every frame, not a lookup of the ground truth:
 Two ways to run it:
 
 * :class:`ColourBoxDetector` implements the batcher's ``BatchExecutor`` protocol
-  (``max_batch_size``, ``input_shape``, ``run_batch``), so it plugs into
-  :class:`its_runtime.serving.batching.DynamicBatcher` exactly where the engine does, in
-  process, with no model file. Labelling stops as soon as the labels stop changing.
+  (``max_batch_size``, ``input_shape``, ``pipeline_depth``, ``stage``, ``run_batch``),
+  so it plugs into :class:`its_runtime.serving.batching.DynamicBatcher` exactly where
+  the engine does, in process, with no model file. Labelling stops as soon as the
+  labels stop changing.
 * :class:`ColourBoxYolo` is the same network made ``torch.export``-able, so the real
   ``its-runtime`` process loads it from a ``.pt2`` file through
   :class:`its_runtime.engine.Engine` like any trained model. Export forbids
@@ -195,6 +196,13 @@ class ColourBoxDetector:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return self._input_shape
+
+    @property
+    def pipeline_depth(self) -> int:
+        return 1  # CPU: stage and run one batch at a time
+
+    def stage(self, frames: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(list(frames))
 
     def run_batch(self, batch: torch.Tensor) -> list[Detections]:
         with torch.inference_mode():

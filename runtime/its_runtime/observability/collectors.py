@@ -1,9 +1,9 @@
 """Scrape-time collectors: engine and GPU state read when Prometheus scrapes.
 
-They read the state another component keeps (the engine's cache statistics, NVML)
-instead of being updated as things happen. The engine produces stats; exporters
-publish them. Their sources are Protocols, so this module depends on no engine or
-NVML code.
+They read the state another component keeps (the engine's stats snapshot, NVML)
+instead of being updated as things happen. The engine produces a typed snapshot
+(``stats()``); exporters publish it. Their sources are Protocols, so this module
+depends on no engine or NVML code.
 """
 
 from __future__ import annotations
@@ -19,23 +19,32 @@ from prometheus_client.registry import Collector
 # ---------------------------------------------------------------------------
 
 
-class EngineStatsSource(Protocol):
-    """What :class:`EngineCollector` reads; ``its_runtime.engine.Engine`` provides it."""
+class EngineSnapshot(Protocol):
+    """One reading of the engine (``its_runtime.engine.stats.EngineStats`` is one)."""
 
     @property
-    def backend_name(self) -> str: ...
+    def backend(self) -> str: ...
 
-    def fallback_causes(self) -> Sequence[tuple[str, str]]:
+    @property
+    def fallbacks(self) -> Sequence[tuple[str, str]]:
         """(backend that was skipped or failed, cause) pairs, in order."""
         ...
 
-    def cache_counts(self) -> Mapping[str, int]:
-        """hits, misses, builds, evictions, corrupt_rebuilds."""
+    @property
+    def cache(self) -> Mapping[str, int]:
+        """hits, misses, builds, evictions, corrupt_rebuilds, build_failures."""
         ...
 
-    def memory_bytes(self) -> Mapping[str, int]:
+    @property
+    def memory(self) -> Mapping[str, int]:
         """allocated, reserved, peak (device memory); empty off CUDA."""
         ...
+
+
+class EngineStatsSource(Protocol):
+    """What :class:`EngineCollector` reads; the engine (and the lazy engine) provide it."""
+
+    def stats(self) -> EngineSnapshot: ...
 
 
 class EngineCollector(Collector):
@@ -48,19 +57,20 @@ class EngineCollector(Collector):
         return []  # collected lazily; the registry must not call collect() at register
 
     def collect(self) -> Iterator[Metric]:
+        stats = self._source.stats()
         backend = GaugeMetricFamily(
             "its_backend_info",
             "The inference backend in use (value is always 1).",
             labels=["backend"],
         )
-        backend.add_metric([self._source.backend_name], 1.0)
+        backend.add_metric([stats.backend], 1.0)
         yield backend
         fallbacks = GaugeMetricFamily(
             "its_backend_fallbacks",
             "Backends skipped or failed at load, with their cause (value is always 1).",
             labels=["backend", "cause"],
         )
-        causes = list(self._source.fallback_causes())
+        causes = list(stats.fallbacks)
         for skipped, cause in causes:
             fallbacks.add_metric([skipped, cause[:200]], 1.0)
         yield fallbacks
@@ -69,7 +79,7 @@ class EngineCollector(Collector):
         )
         count.add_metric([], float(len(causes)))
         yield count
-        counts = self._source.cache_counts()
+        counts = stats.cache
         for key, help_text in (
             ("hits", "Engine cache lookups that found a usable engine."),
             ("misses", "Engine cache lookups that found none."),
@@ -86,7 +96,7 @@ class EngineCollector(Collector):
             "CUDA caching-allocator memory of this process: allocated, reserved, peak.",
             labels=["kind"],
         )
-        for kind, value in self._source.memory_bytes().items():
+        for kind, value in stats.memory.items():
             memory.add_metric([kind], float(value))
         yield memory
 

@@ -4,6 +4,8 @@ Names, help texts, buckets and labels are defined in the ``observability`` packa
 nowhere else (prefix ``its_``): this module holds the registry and the serving metrics
 (HTTP API, batcher, performance report), :mod:`.dataplane_metrics` the data plane's,
 and :mod:`.collectors` the scrape-time collectors that read engine and GPU state.
+:class:`PrometheusSchedulerObserver` turns the batch scheduler's typed stats
+(:mod:`.serving_stats`) into the batcher's metrics, so the scheduler never touches them.
 Metrics live in this module's own registry (``REGISTRY``) rather than
 prometheus_client's global one, so ``GET /metrics`` shows exactly the runtime's
 metrics plus the process collectors, and nothing a library registered.
@@ -23,6 +25,8 @@ from prometheus_client import (
     Gauge,
     Histogram,
 )
+
+from its_runtime.observability import serving_stats
 
 #: The runtime's registry; ``GET /metrics`` exposes exactly this.
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -168,3 +172,27 @@ DEGRADED = Gauge(
     "1 while the recent window is markedly worse than the previous one.",
     registry=REGISTRY,
 )
+
+
+class PrometheusSchedulerObserver:
+    """Publishes the batch scheduler's stats (``serving_stats``) as the metrics above.
+
+    It lives next to the metrics it updates; the scheduler only knows its Protocol,
+    ``serving_stats.SchedulerObserver``.
+    """
+
+    def record(self, stat: serving_stats.SchedulerStat) -> None:
+        match stat:
+            case serving_stats.QueueDepth(frames=frames):
+                QUEUE_DEPTH.set(frames)
+            case serving_stats.BatchStarted(queue_s=waits):
+                for wait in waits:
+                    QUEUE_TIME.observe(wait)
+            case serving_stats.BatchDone(size=size, compute_s=compute_s):
+                COMPUTE_TIME.observe(compute_s)
+                BATCH_SIZE.observe(size)
+            case serving_stats.FrameDone(latency_s=latency, ok=True):
+                FRAMES.inc()
+                FRAME_LATENCY.observe(latency)
+            case serving_stats.FrameDone(reason=reason):
+                ERRORS.labels(reason or "batcher").inc()

@@ -4,7 +4,9 @@ Everything the HTTP layer needs is built here once and passed down as one typed
 :class:`~its_runtime.serving.api.services.Services`; nothing reads environment variables or
 globals later. The factory takes the executor rather than loading a model, so the same
 application serves the real engine (``its_runtime.main``), a small torch model in the
-tests and the benchmark.
+tests and the benchmark. The batch plan (sizes, buckets, warm-up sizes) is the one the
+engine was given, so the batcher and the engine agree on it, and the batcher's stats go
+to the Prometheus observer wired here (``observability.metrics``).
 
 Other layers plug in through *extensions*: callables ``(app, services) -> None`` run
 at the end of :func:`create_app`. An extension adds routes (``/v1/cameras/...``),
@@ -25,17 +27,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import dataclasses
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import torch
 from aiohttp import web
 from prometheus_client.registry import Collector
 
 from its_runtime.config import RuntimeConfig
+from its_runtime.engine import plan as plan_mod
+from its_runtime.engine import stats as engine_stats
 from its_runtime.observability import collectors, metrics, telemetry
 from its_runtime.serving import batching, performance
 from its_runtime.serving.api import middleware, readiness, routes
@@ -47,58 +50,6 @@ log = logging.getLogger(__name__)
 Extension = Callable[[web.Application, Services], None]
 #: Seconds between alert evaluations when nobody asks for the report.
 ALERT_INTERVAL_S = 5.0
-
-
-class EngineView:
-    """Reads whatever engine statistics an executor offers, for ``/ready`` and metrics.
-
-    It accepts the engine's own attribute shapes (``backend``, ``fallbacks``,
-    ``cache_stats``, ``memory_stats()``) and plain executors that have none of them,
-    so the serving layer does not depend on the engine's classes.
-    """
-
-    def __init__(self, get_engine: Callable[[], object | None]) -> None:
-        self._get = get_engine
-
-    @property
-    def backend_name(self) -> str:
-        engine = self._get()
-        if engine is None:
-            return "loading"
-        backend = getattr(engine, "backend", None)
-        if backend is None:
-            return "custom"
-        return str(getattr(backend, "value", backend))
-
-    def fallback_causes(self) -> Sequence[tuple[str, str]]:
-        out: list[tuple[str, str]] = []
-        for item in getattr(self._get(), "fallbacks", None) or ():
-            if isinstance(item, tuple) and len(item) == 2:
-                backend, cause = item
-            else:
-                backend = getattr(item, "backend", item)
-                cause = getattr(item, "cause", getattr(item, "reason", ""))
-            out.append((str(getattr(backend, "value", backend)), str(cause)))
-        return out
-
-    def cache_counts(self) -> Mapping[str, int]:
-        stats = getattr(self._get(), "cache_stats", None)
-        if stats is None:
-            return {}
-        if hasattr(stats, "as_dict"):
-            return {k: int(v) for k, v in stats.as_dict().items()}
-        if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
-            return {k: int(v) for k, v in dataclasses.asdict(stats).items()}
-        if isinstance(stats, Mapping):
-            return {str(k): int(v) for k, v in stats.items()}
-        return {}
-
-    def memory_bytes(self) -> Mapping[str, int]:
-        fn = getattr(self._get(), "memory_stats", None)
-        if not callable(fn):
-            return {}
-        stats = fn()
-        return {str(k): int(v) for k, v in (stats or {}).items()}
 
 
 def default_warmup(executor: batching.BatchExecutor, sizes: Sequence[int]) -> Callable[[], None]:
@@ -116,14 +67,22 @@ def create_app(
     config: RuntimeConfig,
     executor: batching.BatchExecutor,
     *,
+    plan: plan_mod.BatchPlan | None = None,
     preprocessor: Preprocessor | None = None,
-    warmup: Callable[[], None] | None = None,
+    warmup: Callable[[], object] | None = None,
     engine_info: collectors.EngineStatsSource | None = None,
     extensions: Sequence[Extension] = (),
     gpu_telemetry: telemetry.GpuTelemetry | None = None,
     decode_workers: int | None = None,
 ) -> web.Application:
-    """Build the runtime's application around ``executor`` (see the module docstring)."""
+    """Build the runtime's application around ``executor`` (see the module docstring).
+
+    ``plan`` is the batch plan the engine was given (derived from ``config`` when not
+    given); ``engine_info`` reports the engine's stats (an executor that is not this
+    runtime's engine reports ``custom``).
+    """
+    if plan is None:
+        plan = plan_mod.from_config(config.model.batching)
     if preprocessor is None:
         from its_runtime.serving import preprocess
 
@@ -136,7 +95,13 @@ def create_app(
         queue_depth=lambda: holder["batcher"].queue_depth,
         gpu_utilization=tele.utilization,
     )
-    batcher = batching.DynamicBatcher(executor, config.model.batching, listener=tracker)
+    batcher = batching.DynamicBatcher(
+        executor,
+        config.model.batching,
+        plan=plan,
+        observer=metrics.PrometheusSchedulerObserver(),
+        listener=tracker,
+    )
     holder["batcher"] = batcher
     workers = decode_workers or os.cpu_count() or 2
     services = Services(
@@ -146,12 +111,13 @@ def create_app(
         performance=tracker,
         preprocessor=preprocessor,
         decode_pool=concurrent.futures.ThreadPoolExecutor(workers, "its-decode"),
-        engine=engine_info if engine_info is not None else EngineView(lambda: executor),
+        engine=engine_info
+        if engine_info is not None
+        else engine_stats.FixedStats(engine_stats.EngineStats.custom()),
         telemetry=tele,
     )
     if warmup is None:
-        b = config.model.batching
-        warmup = default_warmup(executor, [1, b.opt_batch_size, batcher.max_batch_size])
+        warmup = default_warmup(executor, batcher.plan.warmup_sizes)
     app = web.Application(
         client_max_size=config.server.max_body_bytes, middlewares=[middleware.observe]
     )
@@ -164,7 +130,7 @@ def create_app(
 
 
 def _lifecycle(
-    services: Services, warmup: Callable[[], None]
+    services: Services, warmup: Callable[[], object]
 ) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def run(app: web.Application) -> AsyncIterator[None]:
@@ -197,7 +163,7 @@ def _lifecycle(
     return run
 
 
-async def _warm_up(services: Services, warmup: Callable[[], None]) -> None:
+async def _warm_up(services: Services, warmup: Callable[[], object]) -> None:
     start = time.monotonic()
     try:
         await services.batcher.call_in_worker(warmup)
@@ -211,7 +177,9 @@ async def _warm_up(services: Services, warmup: Callable[[], None]) -> None:
     services.readiness.warmed_up = True
     services.warm.set()
     log.info(
-        "warm-up done in %.2fs; backend %s; ready to serve", elapsed, services.engine.backend_name
+        "warm-up done in %.2fs; backend %s; ready to serve",
+        elapsed,
+        services.engine.stats().backend,
     )
 
 

@@ -63,3 +63,20 @@ def test_buckets_are_powers_of_two_plus_configured_sizes() -> None:
     assert [spec.bucket_for(n) for n in (1, 3, 5, 9, 12)] == [1, 4, 8, 12, 12]
     with pytest.raises(ValueError, match=r"outside 1\.\.12"):
         spec.bucket_for(13)
+
+
+def test_collated_batches_reuse_the_engines_own_buffer() -> None:
+    spec = spec_mod.InputSpec(3, 8, 8, max_batch=4, opt_batch=2, buckets=(1, 2, 4))
+    stager = staging.BatchStager(spec, torch.device("cpu"), torch.float32)
+    assert stager.slots == 1  # CPU: stage and run one batch at a time
+    a = stager.collate([torch.ones(3, 8, 8), torch.zeros(3, 8, 8)])
+    b = stager.collate([torch.full((3, 8, 8), 2.0)] * 3)
+    assert a.shape == (2, 3, 8, 8)
+    assert b.shape == (3, 3, 8, 8)
+    assert a.data_ptr() == b.data_ptr()  # one buffer, allocated once
+    assert float(b.min()) == 2.0
+    padded = stager.stage(b, 4)
+    assert padded.shape == (4, 3, 8, 8)
+    assert float(padded[:3].min()) == 2.0
+    with pytest.raises(ValueError, match=r"outside 1\.\.4"):
+        stager.collate([torch.ones(3, 8, 8)] * 5)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 import torch
 
 from its_runtime.config import BatchingConfig
 from its_runtime.detections import Detections
+from its_runtime.engine import spec as spec_mod
+from its_runtime.engine import staging
 from its_runtime.serving import batching
 
 from .tinymodel import GatedExecutor, ModuleExecutor, TinyDetector
@@ -236,18 +238,26 @@ async def test_the_default_deadline_applies_to_requests_without_one(
 
 
 class CudaExecutor(ModuleExecutor):
-    """The same network on CUDA, taking batches the batcher already put on the device."""
-
-    accepts_device_batches = True
+    """The same network on CUDA, staging batches on the device with the engine's stager
+    (pinned memory, a copy on a side stream while the previous batch computes)."""
 
     def __init__(self) -> None:
         super().__init__(TinyDetector().cuda(), SHAPE)
         self.device = torch.device("cuda", torch.cuda.current_device())
+        spec = spec_mod.InputSpec(*SHAPE, max_batch=8, opt_batch=8, buckets=(1, 2, 4, 8))
+        self._stager = staging.BatchStager(spec, self.device, torch.float32)
         self.saw_device_batches: list[bool] = []
+
+    @property
+    def pipeline_depth(self) -> int:
+        return self._stager.slots
+
+    def stage(self, frames: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self._stager.collate(frames)
 
     def run_batch(self, batch: torch.Tensor) -> list[Detections]:
         self.saw_device_batches.append(batch.is_cuda)
-        return super().run_batch(batch)
+        return super().run_batch(self._stager.stage(batch, batch.shape[0]))
 
 
 @pytest.mark.gpu

@@ -7,7 +7,8 @@ import pathlib
 import torch
 
 from its_runtime import config
-from its_runtime.main import LazyEngine
+from its_runtime.engine import plan
+from its_runtime.engine.lazy import LazyEngine
 
 
 def test_lazy_engine_reports_the_loaded_engines_device_and_staging(
@@ -23,7 +24,7 @@ def test_lazy_engine_reports_the_loaded_engines_device_and_staging(
         ),
         engine_cache=config.EngineCacheConfig(dir=str(tmp_path / "engines")),
     )
-    lazy = LazyEngine(cfg)
+    lazy = LazyEngine(cfg, plan.from_config(cfg.model.batching))
     # Before loading, the batcher must not decide on staging (device unknown).
     assert lazy.device is None
     assert lazy.accepts_device_batches is False

@@ -13,6 +13,7 @@ a busy 2-core machine instead of depending on timing luck.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -59,6 +60,13 @@ class ModuleExecutor:
         self.max_batch_size = max_batch_size
         self.batch_sizes: list[int] = []
         self.first_values: list[list[float]] = []
+
+    @property
+    def pipeline_depth(self) -> int:
+        return 1  # CPU: stage and run one batch at a time
+
+    def stage(self, frames: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(list(frames))
 
     def run_batch(self, batch: torch.Tensor) -> list[Detections]:
         self.batch_sizes.append(int(batch.shape[0]))

@@ -2,7 +2,8 @@
 
 An ``OrderedDict`` gives O(1) get/set/evict; expiry is checked on access (no timer
 thread), and the least recently used entry goes when the capacity is reached. The
-clock is injectable so tests can expire entries without sleeping.
+clock is injectable so tests can expire entries without sleeping. Size and evictions
+are reported to a :class:`~its_runtime.observability.dataplane_stats.CacheObserver`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import collections
 import time
 from collections.abc import Callable
 
-from its_runtime.observability import dataplane_metrics
+from its_runtime.observability import dataplane_stats
 
 
 class L1Cache:
@@ -21,7 +22,9 @@ class L1Cache:
         ttl_s: float,
         *,
         clock: Callable[[], float] = time.monotonic,
+        observer: dataplane_stats.CacheObserver | None = None,
     ) -> None:
+        self.observer = observer or dataplane_stats.PROMETHEUS.cache
         self.max_entries = max_entries
         self.ttl_s = ttl_s
         self._clock = clock
@@ -40,8 +43,8 @@ class L1Cache:
         expires, value = entry
         if expires <= self._clock():
             del self._data[key]
-            dataplane_metrics.CACHE_L1_EVICTIONS.labels("expired").inc()
-            dataplane_metrics.CACHE_L1_ENTRIES.set(len(self._data))
+            self.observer.l1_evicted("expired")
+            self.observer.l1_entries(len(self._data))
             self.misses += 1
             return None
         self._data.move_to_end(key)
@@ -56,13 +59,13 @@ class L1Cache:
         self._data.move_to_end(key)
         while len(self._data) > self.max_entries:
             self._data.popitem(last=False)
-            dataplane_metrics.CACHE_L1_EVICTIONS.labels("capacity").inc()
-        dataplane_metrics.CACHE_L1_ENTRIES.set(len(self._data))
+            self.observer.l1_evicted("capacity")
+        self.observer.l1_entries(len(self._data))
 
     def delete(self, key: str) -> None:
         if self._data.pop(key, None) is not None:
-            dataplane_metrics.CACHE_L1_ENTRIES.set(len(self._data))
+            self.observer.l1_entries(len(self._data))
 
     def clear(self) -> None:
         self._data.clear()
-        dataplane_metrics.CACHE_L1_ENTRIES.set(0)
+        self.observer.l1_entries(0)

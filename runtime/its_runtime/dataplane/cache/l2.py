@@ -12,6 +12,8 @@
   failure L2 is *degraded*: calls fail immediately (the caller falls back to L1 and
   the database) until the retry time, when one call probes again; a background task
   also probes, so L2 recovers even without traffic. Errors are counted by operation.
+* **Reports, not metrics.** Health, errors and latencies go to a
+  :class:`~its_runtime.observability.dataplane_stats.CacheObserver`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from its_runtime.dataplane.ingest.backoff import Backoff
-from its_runtime.observability import dataplane_metrics
+from its_runtime.observability import dataplane_stats
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,9 @@ class RedisL2:
         cluster: bool | None = None,
         key_prefix: str = "its:",
         backoff: Backoff | None = None,
+        observer: dataplane_stats.CacheObserver | None = None,
     ) -> None:
+        self._observer = observer or dataplane_stats.PROMETHEUS.cache
         self.url = url
         self.max_connections = max_connections
         self.socket_timeout_s = socket_timeout_s
@@ -68,7 +72,7 @@ class RedisL2:
         self.errors = 0
         self._retry_at = 0.0
         self._monitor: asyncio.Task[None] | None = None
-        dataplane_metrics.CACHE_L2_UP.set(1)
+        self._observer.l2_available(True)
 
     # -- connection -----------------------------------------------------------------
 
@@ -136,14 +140,14 @@ class RedisL2:
 
     def _failed(self, op: str, exc: BaseException) -> L2UnavailableError:
         self.errors += 1
-        dataplane_metrics.CACHE_L2_ERRORS.labels(op).inc()
+        self._observer.l2_failed(op)
         self.last_error = f"{type(exc).__name__}: {exc}"[:300]
         if self.up:
             self.down_since = time.time()
             log.warning("redis L2 degraded (%s); serving from L1 and the database", self.last_error)
         self.up = False
         self._retry_at = time.monotonic() + self._backoff.next_delay()
-        dataplane_metrics.CACHE_L2_UP.set(0)
+        self._observer.l2_available(False)
         return L2UnavailableError(f"redis degraded: {self.last_error}")
 
     def _succeeded(self) -> None:
@@ -152,7 +156,7 @@ class RedisL2:
         self.up = True
         self.down_since = None
         self._backoff.reset()
-        dataplane_metrics.CACHE_L2_UP.set(1)
+        self._observer.l2_available(True)
 
     def details(self) -> dict[str, Any]:
         return {
@@ -190,7 +194,7 @@ class RedisL2:
         except _FAILURES as exc:
             raise self._failed("get", exc) from exc
         self._succeeded()
-        dataplane_metrics.CACHE_LATENCY.labels("l2", "get").observe(time.perf_counter() - start)
+        self._observer.cache_latency("l2", "get", time.perf_counter() - start)
         out: list[tuple[bytes | None, float | None]] = []
         for i in range(0, len(replies), 2):
             value, pttl = replies[i], replies[i + 1]
@@ -213,4 +217,4 @@ class RedisL2:
         except _FAILURES as exc:
             raise self._failed("set", exc) from exc
         self._succeeded()
-        dataplane_metrics.CACHE_LATENCY.labels("l2", "set").observe(time.perf_counter() - start)
+        self._observer.cache_latency("l2", "set", time.perf_counter() - start)

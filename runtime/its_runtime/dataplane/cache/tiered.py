@@ -5,7 +5,8 @@ hits into L1 for the rest of their remaining TTL (never longer, so L1 cannot ser
 value that L2 already expired). Writes go to both. A degraded L2 costs nothing but a
 counted error: the result is a miss and the caller computes the value (from the
 database) as if there were no L2. Hit, miss and error counts and latencies are
-recorded per level.
+reported per level to a :class:`~its_runtime.observability.dataplane_stats.CacheObserver`
+(by default L1's, so one cache reports to one place).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from its_runtime.dataplane.cache.l1 import L1Cache
 from its_runtime.dataplane.cache.l2 import L2UnavailableError, RedisL2
-from its_runtime.observability import dataplane_metrics
+from its_runtime.observability import dataplane_stats
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,14 @@ class CacheResult:
 
 
 class TieredCache:
-    def __init__(self, l1: L1Cache, l2: RedisL2 | None = None) -> None:
+    def __init__(
+        self,
+        l1: L1Cache,
+        l2: RedisL2 | None = None,
+        *,
+        observer: dataplane_stats.CacheObserver | None = None,
+    ) -> None:
+        self._observer = observer or l1.observer
         self.l1 = l1
         self.l2 = l2
         self.l2_hits = 0
@@ -47,25 +55,25 @@ class TieredCache:
         for i, key in enumerate(keys):
             start = time.perf_counter()
             value = self.l1.get(key)
-            dataplane_metrics.CACHE_LATENCY.labels("l1", "get").observe(time.perf_counter() - start)
+            self._observer.cache_latency("l1", "get", time.perf_counter() - start)
             if value is not None:
-                dataplane_metrics.CACHE_REQUESTS.labels("l1", "hit").inc()
+                self._observer.cache_lookup("l1", "hit")
                 out.append(CacheResult(value, "l1"))
             else:
-                dataplane_metrics.CACHE_REQUESTS.labels("l1", "miss").inc()
+                self._observer.cache_lookup("l1", "miss")
                 out.append(None)
                 missing.append(i)
         if missing and self.l2 is not None:
             try:
                 found = await self.l2.get_many([keys[i] for i in missing])
             except L2UnavailableError:
-                dataplane_metrics.CACHE_REQUESTS.labels("l2", "error").inc(len(missing))
+                self._observer.cache_lookup("l2", "error", len(missing))
             else:
                 for i, (value, ttl) in zip(missing, found, strict=True):
                     if value is None:
-                        dataplane_metrics.CACHE_REQUESTS.labels("l2", "miss").inc()
+                        self._observer.cache_lookup("l2", "miss")
                         continue
-                    dataplane_metrics.CACHE_REQUESTS.labels("l2", "hit").inc()
+                    self._observer.cache_lookup("l2", "hit")
                     self.l2_hits += 1
                     self.l1.set(keys[i], value, min(ttl or self.l1.ttl_s, self.l1.ttl_s))
                     out[i] = CacheResult(value, "l2")
@@ -81,7 +89,7 @@ class TieredCache:
         start = time.perf_counter()
         for key, value in items.items():
             self.l1.set(key, value, ttl)
-        dataplane_metrics.CACHE_LATENCY.labels("l1", "set").observe(time.perf_counter() - start)
+        self._observer.cache_latency("l1", "set", time.perf_counter() - start)
         if l2 and self.l2 is not None:
             with contextlib.suppress(L2UnavailableError):
                 await self.l2.set_many(items, ttl)

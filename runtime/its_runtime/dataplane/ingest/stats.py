@@ -1,9 +1,11 @@
-"""Per-camera ingestion statistics, kept twice: as numbers and as Prometheus metrics.
+"""Per-camera ingestion statistics, kept twice: as numbers and as observer reports.
 
 The numbers feed ``/latest`` and readiness details (a human asks "is camera 3 live,
-and how far behind is it?"); the metrics feed dashboards and alerts. Updating both
-from one place keeps them from disagreeing. Counters are touched from the decode
-thread and from the event loop, hence the lock.
+and how far behind is it?"); the reports go to an
+:class:`~its_runtime.observability.dataplane_stats.IngestObserver` (by default the
+Prometheus one, for dashboards and alerts). Updating both from one place keeps them
+from disagreeing. Counters are touched from the decode thread and from the event
+loop, hence the lock.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from its_runtime.observability import dataplane_metrics
+from its_runtime.observability import dataplane_stats
 
 
 class RateMeter:
@@ -41,8 +43,9 @@ class RateMeter:
 class CameraStats:
     """What ingestion and analysis of one camera did so far."""
 
-    def __init__(self, camera: str) -> None:
+    def __init__(self, camera: str, observer: dataplane_stats.IngestObserver | None = None) -> None:
         self.camera = camera
+        self._observer = observer or dataplane_stats.PROMETHEUS.ingest
         self._lock = threading.Lock()
         self.frames_decoded = 0
         self.frames_analysed = 0
@@ -57,7 +60,7 @@ class CameraStats:
         self.last_frame_at: float | None = None
         self._decode_rate = RateMeter()
         self._analysed_rate = RateMeter()
-        dataplane_metrics.INGEST_CONNECTED.labels(camera).set(0)
+        self._observer.stream_connected(camera, False)
 
     @property
     def decode_fps(self) -> float:
@@ -77,16 +80,16 @@ class CameraStats:
             self.connections += 1
             if self.connections > 1:
                 self.reconnects += 1
-                dataplane_metrics.INGEST_RECONNECTS.labels(self.camera).inc()
+                self._observer.stream_reconnected(self.camera)
             self.connected = True
-        dataplane_metrics.INGEST_CONNECTED.labels(self.camera).set(1)
+        self._observer.stream_connected(self.camera, True)
 
     def on_disconnected(self, error: str | None) -> None:
         with self._lock:
             self.connected = False
             if error is not None:
                 self.last_error = error
-        dataplane_metrics.INGEST_CONNECTED.labels(self.camera).set(0)
+        self._observer.stream_connected(self.camera, False)
 
     def on_open_failed(self, error: str) -> None:
         with self._lock:
@@ -98,24 +101,24 @@ class CameraStats:
             self.frames_decoded += 1
             self.last_frame_at = time.time()
             closed = self._decode_rate.tick(now)
-        dataplane_metrics.INGEST_FRAMES.labels(self.camera).inc()
+        self._observer.frame_decoded(self.camera)
         if closed:
-            dataplane_metrics.INGEST_FPS.labels(self.camera, "decoded").set(self._decode_rate.rate)
+            self._observer.frame_rate(self.camera, "decoded", self._decode_rate.rate)
 
     def on_dropped(self, reason: str, n: int = 1) -> None:
         with self._lock:
             self.dropped[reason] = self.dropped.get(reason, 0) + n
-        dataplane_metrics.INGEST_DROPPED.labels(self.camera, reason).inc(n)
+        self._observer.frames_dropped(self.camera, reason, n)
 
     def on_corrupt_segment(self) -> None:
         with self._lock:
             self.corrupt_segments += 1
-        dataplane_metrics.INGEST_CORRUPT_SEGMENTS.labels(self.camera).inc()
+        self._observer.corrupt_segment(self.camera)
 
     def on_corrupt_skipped(self, n: int = 1) -> None:
         with self._lock:
             self.corrupt_frames_skipped += n
-        dataplane_metrics.INGEST_CORRUPT_FRAMES.labels(self.camera).inc(n)
+        self._observer.corrupt_frames_skipped(self.camera, n)
 
     def on_analysed(self, lag_s: float) -> None:
         now = time.monotonic()
@@ -123,11 +126,9 @@ class CameraStats:
             self.frames_analysed += 1
             self.last_lag_s = lag_s
             closed = self._analysed_rate.tick(now)
-        dataplane_metrics.INGEST_LAG.labels(self.camera).observe(lag_s)
+        self._observer.frame_analysed(self.camera, lag_s)
         if closed:
-            dataplane_metrics.INGEST_FPS.labels(self.camera, "analysed").set(
-                self._analysed_rate.rate
-            )
+            self._observer.frame_rate(self.camera, "analysed", self._analysed_rate.rate)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

@@ -79,13 +79,13 @@ async def write_batch(conn: Any, batch: rows.RowBatch) -> WriteResult:
     async with conn.transaction():
         if batch.events:
             await conn.copy_records_to_table(
-                _EVENT_STAGE, records=rows.with_datetime(batch.events), columns=rows.EVENT_COLUMNS
+                _EVENT_STAGE, records=rows.copy_records(batch.events), columns=rows.EVENT_COLUMNS
             )
             new_events = int(await conn.fetchval(_MERGE_EVENTS))
         if batch.detections:
             await conn.copy_records_to_table(
                 _DETECTION_STAGE,
-                records=rows.with_datetime(batch.detections),
+                records=rows.copy_records(batch.detections),
                 columns=rows.DETECTION_COLUMNS,
             )
             status = await conn.execute(_MERGE_DETECTIONS)
@@ -100,7 +100,7 @@ async def insert_rows_one_by_one(conn: Any, batch: rows.RowBatch) -> int:
         f"INSERT INTO detections ({_DETECTION_COLS}) VALUES ({placeholders}) "
         "ON CONFLICT (det_key) DO NOTHING"
     )
-    for row in rows.with_datetime(batch.detections):
+    for row in rows.copy_records(batch.detections):
         await conn.execute(sql, *row)
     return len(batch.detections)
 

@@ -11,6 +11,9 @@
 * Health is a flag the writer flips on failure; a recovery loop (the writer's) calls
   :meth:`Database.ensure` with backoff. The pool reconnects dead connections by
   itself on acquire, so after a server restart no new pool is needed.
+* Health, acquire times and pool sizes are reported to a
+  :class:`~its_runtime.observability.dataplane_stats.StoreObserver` (the writer
+  reports to the database's, so one store reports to one place).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import asyncpg
 
 from its_runtime.config import DatabaseConfig
 from its_runtime.dataplane.store import bulk, migrations
-from its_runtime.observability import dataplane_metrics
+from its_runtime.observability import dataplane_stats
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,14 @@ class DatabaseUnavailableError(RuntimeError):
 
 class Database:
     def __init__(
-        self, dsn: str, config: DatabaseConfig, *, application_name: str = "its-runtime"
+        self,
+        dsn: str,
+        config: DatabaseConfig,
+        *,
+        application_name: str = "its-runtime",
+        observer: dataplane_stats.StoreObserver | None = None,
     ) -> None:
+        self.observer = observer or dataplane_stats.PROMETHEUS.store
         self.dsn = dsn
         self.config = config
         self.application_name = application_name
@@ -47,7 +56,7 @@ class Database:
         self.last_error: str | None = None
         self.down_since: float | None = None
         self.migrated: list[int] = []
-        dataplane_metrics.DB_UP.set(0)
+        self.observer.database_available(False)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -113,7 +122,7 @@ class Database:
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             pool.terminate()
         self.up = False
-        dataplane_metrics.DB_UP.set(0)
+        self.observer.database_available(False)
 
     # -- use ------------------------------------------------------------------------
 
@@ -124,10 +133,10 @@ class Database:
             raise DatabaseUnavailableError("the database has not been reached yet")
         start = time.perf_counter()
         async with pool.acquire(timeout=self.config.acquire_timeout_s) as conn:
-            dataplane_metrics.DB_POOL_ACQUIRE.observe(time.perf_counter() - start)
-            self.update_pool_metrics()
+            self.observer.pool_acquired(time.perf_counter() - start)
+            self.report_pool()
             yield conn
-        self.update_pool_metrics()
+        self.report_pool()
 
     def mark_down(self, exc: BaseException) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"[:300]
@@ -135,14 +144,14 @@ class Database:
             self.down_since = time.time()
             log.warning("database unavailable: %s", self.last_error)
         self.up = False
-        dataplane_metrics.DB_UP.set(0)
+        self.observer.database_available(False)
 
     def mark_up(self) -> None:
         if not self.up and self.down_since is not None:
             log.info("database available again after %.1fs", time.time() - self.down_since)
         self.up = True
         self.down_since = None
-        dataplane_metrics.DB_UP.set(1)
+        self.observer.database_available(True)
 
     # -- statistics -----------------------------------------------------------------
 
@@ -153,9 +162,8 @@ class Database:
         size, idle = pool.get_size(), pool.get_idle_size()
         return {"open": size, "idle": idle, "in_use": size - idle, "max": pool.get_max_size()}
 
-    def update_pool_metrics(self) -> None:
-        for state, value in self.pool_stats().items():
-            dataplane_metrics.DB_POOL_CONNECTIONS.labels(state).set(value)
+    def report_pool(self) -> None:
+        self.observer.pool_connections(self.pool_stats())
 
     def details(self) -> dict[str, Any]:
         return {

@@ -1,10 +1,18 @@
 """Row shapes written to PostgreSQL, and their journal encoding.
 
-Rows are plain tuples in column order (binary COPY takes tuples, and tuples are the
-cheapest thing to build per detection). Times are epoch seconds in memory and in the
-journal (JSON has no datetime), converted to ``datetime`` only at COPY time.
-A :class:`FrameRows` groups what one analysed frame produced, so the writer can
-measure frame-to-row lag when those rows commit.
+Rows are :class:`~typing.NamedTuple` s: built by keyword (``EventRow.new(camera=...,
+kind=...)``), never by position, yet still plain tuples underneath, which binary COPY
+takes as they are and which are the cheapest thing to build per detection. **The
+fields of each row class, in order, are its table's COPY columns**; the column lists
+(:data:`EVENT_COLUMNS`, :data:`DETECTION_COLUMNS`) are derived from them, so the
+order is spelled once, here, next to the DDL in :mod:`.schema`. ``new`` mints the
+row's idempotency key (:mod:`.keys`), ``from_journal`` reads one back, and
+``as_copy_tuple`` gives what COPY wants.
+
+Times are epoch seconds in memory and in the journal (JSON has no datetime),
+converted to ``datetime`` only at COPY time. A :class:`FrameRows` groups what one
+analysed frame produced, so the writer can measure frame-to-row lag when those rows
+commit.
 """
 
 from __future__ import annotations
@@ -14,45 +22,150 @@ import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-EVENT_COLUMNS: tuple[str, ...] = (
-    "event_key",
-    "camera",
-    "ts",
-    "media_time",
-    "kind",
-    "line",
-    "direction",
-    "class_name",
-    "track_id",
-    "speed_kmh",
-    "frame_seq",
-)
-DETECTION_COLUMNS: tuple[str, ...] = (
-    "det_key",
-    "camera",
-    "ts",
-    "frame_seq",
-    "track_id",
-    "class_name",
-    "score",
-    "x1",
-    "y1",
-    "x2",
-    "y2",
-    "speed_kmh",
-)
-#: Position of ``ts`` in both row shapes.
-TS_INDEX = 2
+from its_runtime.dataplane.store import keys
 
-#: (event_key, camera, ts, media_time, kind, line, direction, class_name, track_id,
-#:  speed_kmh, frame_seq)
-EventRow = tuple[uuid.UUID, str, float, float | None, str, str, str, str, int, float | None, int]
-#: (det_key, camera, ts, frame_seq, track_id, class_name, score, x1, y1, x2, y2, speed_kmh)
-DetectionRow = tuple[
-    uuid.UUID, str, float, int, int, str, float, float, float, float, float, float | None
-]
+
+class EventRow(NamedTuple):
+    """One ``traffic_events`` row: a line crossing or a new object."""
+
+    event_key: uuid.UUID
+    camera: str
+    ts: float
+    media_time: float | None
+    kind: str
+    line: str
+    direction: str
+    class_name: str
+    track_id: int
+    speed_kmh: float | None
+    frame_seq: int
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        camera: str,
+        ts: float,
+        media_time: float | None,
+        kind: str,
+        line: str,
+        direction: str,
+        class_name: str,
+        track_id: int,
+        speed_kmh: float | None,
+        frame_seq: int,
+    ) -> EventRow:
+        """A row with a fresh idempotency key (time-prefixed by ``ts``)."""
+        return cls(
+            event_key=keys.new_key(ts),
+            camera=camera,
+            ts=ts,
+            media_time=media_time,
+            kind=kind,
+            line=line,
+            direction=direction,
+            class_name=class_name,
+            track_id=track_id,
+            speed_kmh=speed_kmh,
+            frame_seq=frame_seq,
+        )
+
+    @classmethod
+    def from_journal(cls, r: Sequence[Any]) -> EventRow:
+        return cls(
+            event_key=uuid.UUID(hex=r[0]),
+            camera=str(r[1]),
+            ts=float(r[2]),
+            media_time=None if r[3] is None else float(r[3]),
+            kind=str(r[4]),
+            line=str(r[5]),
+            direction=str(r[6]),
+            class_name=str(r[7]),
+            track_id=int(r[8]),
+            speed_kmh=None if r[9] is None else float(r[9]),
+            frame_seq=int(r[10]),
+        )
+
+    def as_copy_tuple(self) -> tuple[Any, ...]:
+        """The row in :data:`EVENT_COLUMNS` order, ``ts`` as an aware datetime."""
+        return (*self[:_EVENT_TS], to_datetime(self.ts), *self[_EVENT_TS + 1 :])
+
+
+class DetectionRow(NamedTuple):
+    """One ``detections`` row: a tracked box on an analysed frame."""
+
+    det_key: uuid.UUID
+    camera: str
+    ts: float
+    frame_seq: int
+    track_id: int
+    class_name: str
+    score: float
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    speed_kmh: float | None
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        camera: str,
+        ts: float,
+        frame_seq: int,
+        track_id: int,
+        class_name: str,
+        score: float,
+        box: tuple[float, float, float, float],
+        speed_kmh: float | None,
+    ) -> DetectionRow:
+        """A row with a fresh idempotency key; ``box`` is (x1, y1, x2, y2)."""
+        x1, y1, x2, y2 = box
+        return cls(
+            det_key=keys.new_key(ts),
+            camera=camera,
+            ts=ts,
+            frame_seq=frame_seq,
+            track_id=track_id,
+            class_name=class_name,
+            score=score,
+            x1=x1,
+            y1=y1,
+            x2=x2,
+            y2=y2,
+            speed_kmh=speed_kmh,
+        )
+
+    @classmethod
+    def from_journal(cls, r: Sequence[Any]) -> DetectionRow:
+        return cls(
+            det_key=uuid.UUID(hex=r[0]),
+            camera=str(r[1]),
+            ts=float(r[2]),
+            frame_seq=int(r[3]),
+            track_id=int(r[4]),
+            class_name=str(r[5]),
+            score=float(r[6]),
+            x1=float(r[7]),
+            y1=float(r[8]),
+            x2=float(r[9]),
+            y2=float(r[10]),
+            speed_kmh=None if r[11] is None else float(r[11]),
+        )
+
+    def as_copy_tuple(self) -> tuple[Any, ...]:
+        """The row in :data:`DETECTION_COLUMNS` order, ``ts`` as an aware datetime."""
+        return (*self[:_DETECTION_TS], to_datetime(self.ts), *self[_DETECTION_TS + 1 :])
+
+
+#: The COPY (and merge) columns of ``traffic_events`` and ``detections``.
+EVENT_COLUMNS: tuple[str, ...] = EventRow._fields
+DETECTION_COLUMNS: tuple[str, ...] = DetectionRow._fields
+_EVENT_TS = EVENT_COLUMNS.index("ts")
+_DETECTION_TS = DETECTION_COLUMNS.index("ts")
 
 
 @dataclass
@@ -95,8 +208,8 @@ class RowBatch:
         """Compact JSON for the journal (keys as hex, times as epoch seconds)."""
         return json.dumps(
             {
-                "e": [[r[0].hex, *r[1:]] for r in self.events],
-                "d": [[r[0].hex, *r[1:]] for r in self.detections],
+                "e": [[r.event_key.hex, *r[1:]] for r in self.events],
+                "d": [[r.det_key.hex, *r[1:]] for r in self.detections],
                 "f": self.decoded_at,
             },
             separators=(",", ":"),
@@ -106,49 +219,16 @@ class RowBatch:
     def decode(cls, payload: bytes) -> RowBatch:
         data = json.loads(payload)
         return cls(
-            events=[_event(r) for r in data["e"]],
-            detections=[_detection(r) for r in data["d"]],
+            events=[EventRow.from_journal(r) for r in data["e"]],
+            detections=[DetectionRow.from_journal(r) for r in data["d"]],
             decoded_at=[float(t) for t in data["f"]],
         )
-
-
-def _event(r: Sequence[Any]) -> EventRow:
-    return (
-        uuid.UUID(hex=r[0]),
-        str(r[1]),
-        float(r[2]),
-        None if r[3] is None else float(r[3]),
-        str(r[4]),
-        str(r[5]),
-        str(r[6]),
-        str(r[7]),
-        int(r[8]),
-        None if r[9] is None else float(r[9]),
-        int(r[10]),
-    )
-
-
-def _detection(r: Sequence[Any]) -> DetectionRow:
-    return (
-        uuid.UUID(hex=r[0]),
-        str(r[1]),
-        float(r[2]),
-        int(r[3]),
-        int(r[4]),
-        str(r[5]),
-        float(r[6]),
-        float(r[7]),
-        float(r[8]),
-        float(r[9]),
-        float(r[10]),
-        None if r[11] is None else float(r[11]),
-    )
 
 
 def to_datetime(ts: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC)
 
 
-def with_datetime(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Rows as COPY wants them: ``ts`` as an aware datetime."""
-    return [(*r[:TS_INDEX], to_datetime(r[TS_INDEX]), *r[TS_INDEX + 1 :]) for r in rows]
+def copy_records(rows: Iterable[EventRow | DetectionRow]) -> list[tuple[Any, ...]]:
+    """Rows as COPY wants them, in their table's column order."""
+    return [r.as_copy_tuple() for r in rows]

@@ -14,7 +14,9 @@ never used concurrently and rows leave in a predictable order. Its loop:
 ``max_pending_rows`` the oldest pending rows go to the journal on the next loop turn
 (and past twice that, while a write hangs, the oldest are dropped and counted).
 Rows the database rejects as invalid data are dropped and counted, never retried
-forever. Every row is thus written, journalled, or counted as dropped.
+forever. Every row is thus written, journalled, or counted as dropped. What happened
+is kept as numbers (``details()``) and reported to the database's
+:class:`~its_runtime.observability.dataplane_stats.StoreObserver`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from its_runtime.dataplane.store import bulk
 from its_runtime.dataplane.store.database import Database
 from its_runtime.dataplane.store.journal import Journal
 from its_runtime.dataplane.store.rows import FrameRows, RowBatch
-from its_runtime.observability import dataplane_metrics
+from its_runtime.observability import dataplane_stats
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,9 @@ class RowWriter:
         *,
         max_pending_rows: int | None = None,
         recovery_backoff: Backoff | None = None,
+        observer: dataplane_stats.StoreObserver | None = None,
     ) -> None:
+        self._observer = observer or database.observer
         self.database = database
         self.journal = journal
         self.config = config
@@ -210,24 +214,24 @@ class RowWriter:
         except Exception as exc:
             if bulk.is_bad_data(exc):
                 log.error("database rejected %d rows as invalid: %s", len(batch), exc)
-                dataplane_metrics.DB_WRITE_ERRORS.labels("rejected").inc()
-                dataplane_metrics.DB_ROWS_REJECTED.inc(len(batch))
+                self._observer.write_failed("rejected")
+                self._observer.rows_rejected(len(batch))
                 self.rows_rejected += len(batch)
                 return True
-            dataplane_metrics.DB_WRITE_ERRORS.labels("unavailable").inc()
+            self._observer.write_failed("unavailable")
             self.database.mark_down(exc)
             self._start_recovery()
             return False
-        dataplane_metrics.DB_WRITE_TIME.observe(time.perf_counter() - start)
-        dataplane_metrics.DB_ROWS_WRITTEN.labels("traffic_events").inc(result.events)
-        dataplane_metrics.DB_ROWS_WRITTEN.labels("detections").inc(result.detections)
+        self._observer.batch_written(time.perf_counter() - start)
+        self._observer.rows_written("traffic_events", result.events)
+        self._observer.rows_written("detections", result.detections)
         new = result.events + result.detections
         self.rows_written += new
         self.rows_duplicate += len(batch) - new
         now = time.time()
         for decoded_at in batch.decoded_at:
             lag = now - decoded_at
-            dataplane_metrics.FRAME_TO_ROW.observe(lag)
+            self._observer.frame_committed(lag)
             if not replay:
                 self.recent_lags.append(lag)
         return True
@@ -238,7 +242,7 @@ class RowWriter:
         payload = batch.encode()
         dropped = await asyncio.to_thread(self.journal.append, payload, len(batch))
         self.rows_spooled += len(batch)
-        dataplane_metrics.JOURNAL_SPOOLED.inc(len(batch))
+        self._observer.rows_spooled(len(batch))
         if dropped.rows:
             self._count_dropped("journal_full", dropped.rows)
         self._publish_journal_state()
@@ -253,7 +257,7 @@ class RowWriter:
             if not await self._write(batch, replay=True):
                 return  # down again: the segment stays for the next recovery
             self.rows_replayed += len(batch)
-            dataplane_metrics.JOURNAL_REPLAYED.inc(len(batch))
+            self._observer.rows_replayed(len(batch))
         if damaged_rows:
             self._count_dropped("corrupt", damaged_rows)
         await asyncio.to_thread(self.journal.remove, segment)
@@ -261,12 +265,11 @@ class RowWriter:
 
     def _count_dropped(self, reason: str, n: int) -> None:
         self.rows_dropped[reason] = self.rows_dropped.get(reason, 0) + n
-        dataplane_metrics.JOURNAL_DROPPED.labels(reason).inc(n)
+        self._observer.rows_dropped(reason, n)
         log.warning("dropped %d rows (%s)", n, reason)
 
     def _publish_journal_state(self) -> None:
-        dataplane_metrics.JOURNAL_BYTES.set(self.journal.size_bytes)
-        dataplane_metrics.JOURNAL_ROWS.set(self.journal.rows)
+        self._observer.journal_size(self.journal.size_bytes, self.journal.rows)
 
     # -- recovery -------------------------------------------------------------------
 

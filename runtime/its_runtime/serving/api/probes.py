@@ -32,13 +32,13 @@ async def ready(request: web.Request) -> web.Response:
         ok = False
         details["reasons"].append("the batcher is not running")
     metrics.READY.set(1.0 if ok else 0.0)
-    engine = services.engine
+    engine = services.engine.stats()
     body = {
         "ready": ok,
         **details,
-        "backend": engine.backend_name,
-        "fallbacks": [{"backend": b, "cause": c} for b, c in engine.fallback_causes()],
-        "engine_cache": dict(engine.cache_counts()),
+        "backend": engine.backend,
+        "fallbacks": [{"backend": b, "cause": c} for b, c in engine.fallbacks],
+        "engine_cache": dict(engine.cache),
         "queue_depth": services.batcher.queue_depth,
         "gpu_telemetry": services.telemetry.available,
     }
