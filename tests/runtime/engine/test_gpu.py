@@ -16,10 +16,7 @@ from its_runtime.engine import Engine
 
 from .conftest import SHAPE, ModelConfigFactory
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-]
+pytestmark = pytest.mark.gpu
 
 
 def test_auto_on_cuda_picks_the_fastest_available_backend(

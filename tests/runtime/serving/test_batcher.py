@@ -264,8 +264,6 @@ class CudaExecutor(ModuleExecutor):
 async def test_on_cuda_batches_are_staged_on_the_device_and_give_cpu_answers(
     make: Callable[..., batching.DynamicBatcher],
 ) -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
     gpu = CudaExecutor()
     cpu = ModuleExecutor(TinyDetector(), SHAPE)
     frames = [torch.rand(SHAPE) for _ in range(40)]
