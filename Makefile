@@ -65,7 +65,7 @@ pytest:
 
 test: deps lint typecheck imports crds-check pytest
 
-check: deps lint typecheck imports crds-check
+check: lint typecheck imports crds-check
 	$(PYTHON) -m pytest -q -m "$(CHECK_MARKERS)" $(PYTEST_ARGS)
 
 deps:
@@ -93,7 +93,7 @@ clean:
 
 # Any target that runs the project's Python needs the virtual environment first.
 dev-cluster dev-cluster-down dev-cluster-reset services services-down crds crds-check \
-lint typecheck imports pytest demo-down bench-serving bench-operator bench-data-plane: | $(PYTHON)
+lint typecheck imports pytest check demo-down bench-serving bench-operator bench-data-plane: | $(PYTHON)
 
 $(PYTHON):
 	ITS_VENV=$(VENV) bash devenv/install-deps.sh

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
+import pytest
 
 from its_runtime.config import CountingLine, Point
 from its_runtime.dataplane.analytics.analyzer import CROSSING, OBJECT, FrameAnalysis
@@ -42,6 +43,7 @@ async def analyse_file(video: pathlib.Path, batcher: DynamicBatcher) -> list[Fra
     return results
 
 
+@pytest.mark.slow
 async def test_line_crossings_match_the_ground_truth_in_count_direction_class_and_time(
     scene: synth.Scene, scene_video: pathlib.Path, batcher: DynamicBatcher
 ) -> None:
@@ -61,6 +63,7 @@ async def test_line_crossings_match_the_ground_truth_in_count_direction_class_an
     assert sorted(e.class_name for e in objects) == sorted(v.class_name for v in shown)
 
 
+@pytest.mark.slow
 async def test_speed_estimates_match_the_calibrated_ground_truth(
     scene: synth.Scene, scene_video: pathlib.Path, batcher: DynamicBatcher
 ) -> None:
@@ -73,6 +76,7 @@ async def test_speed_estimates_match_the_calibrated_ground_truth(
         assert abs(got.speed_kmh - expected) / expected < 0.05, (got, expected)
 
 
+@pytest.mark.slow
 async def test_region_occupancy_matches_the_ground_truth_away_from_edges_of_change(
     scene: synth.Scene, scene_video: pathlib.Path, batcher: DynamicBatcher
 ) -> None:

@@ -176,6 +176,7 @@ def redis_cluster(tmp_path: pathlib.Path) -> Iterator[str]:
             proc.wait(10)
 
 
+@pytest.mark.slow
 async def test_a_redis_cluster_is_detected_and_keys_spread_over_its_nodes(
     redis_cluster: str,
 ) -> None:

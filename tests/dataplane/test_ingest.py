@@ -29,6 +29,10 @@ from tests.dataplane.support import RtspServer, eventually, free_port
 SIZE = (160, 96)
 
 
+#: Starts processes or compiles models: outside `make check`'s fast loop.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def short_scene() -> synth.Scene:
     return synth.two_lane_scene(4.0, every_s=1.5)

@@ -55,6 +55,7 @@ def ordered(d: Detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return d.boxes[order], d.scores[order], d.classes[order]
 
 
+@pytest.mark.slow
 def test_the_exported_detector_finds_what_the_in_process_one_finds(
     engine: Engine, scene: synth.Scene
 ) -> None:
@@ -103,6 +104,7 @@ def test_the_engine_refuses_the_file_for_another_input_size(
         Engine.load(model, config.EngineCacheConfig(dir=str(tmp_path)), config.GpuConfig())
 
 
+@pytest.mark.slow
 def test_the_command_line_writes_a_loadable_program(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

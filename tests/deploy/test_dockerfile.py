@@ -72,6 +72,7 @@ def test_base_images_and_packages_are_pinned() -> None:
 @pytest.mark.parametrize(
     ("target", "module"), [("operator", "its_operator.main"), ("runtime", "its_runtime.main")]
 )
+@pytest.mark.slow
 def test_entrypoint_commands_start(target: str, module: str) -> None:
     steps = _stages()[target]
     entry = json.loads(next(a for i, a in reversed(steps) if i == "ENTRYPOINT"))

@@ -45,6 +45,10 @@ MID_LINE = config.CountingLine(
 DURATION_S = 7.0
 
 
+#: Starts processes or compiles models: outside `make check`'s fast loop.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture
 def rtsp_available() -> None:
     reason = rtsp.unavailable_reason()

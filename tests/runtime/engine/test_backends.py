@@ -27,6 +27,7 @@ def _eager_boxes(net: torch.nn.Module, frames: torch.Tensor) -> list[np.ndarray]
     return [d.boxes for d in dets]
 
 
+@pytest.mark.slow
 @needs_no_cuda
 def test_auto_on_cpu_skips_tensorrt_with_its_cause_and_runs_aotinductor(
     exported_path: pathlib.Path,
@@ -137,6 +138,7 @@ def test_forcing_eager_uses_eager_with_no_fallbacks(
     assert engine.cache_stats.as_dict() == dict.fromkeys(engine.cache_stats.as_dict(), 0)
 
 
+@pytest.mark.slow
 def test_an_aoti_package_cannot_be_forced_onto_another_backend(
     aoti_package_path: pathlib.Path,
     model_config: ModelConfigFactory,

@@ -31,7 +31,8 @@ def _reference(net: torch.nn.Module, frames: torch.Tensor) -> list[np.ndarray]:
     [
         ("exported_path", "ExportedProgram"),
         ("torchscript_path", "TorchScript"),
-        ("aoti_package_path", "AOTInductorPackage"),
+        # Compiling the package takes half a minute: outside `make check`.
+        pytest.param("aoti_package_path", "AOTInductorPackage", marks=pytest.mark.slow),
     ],
 )
 def test_each_format_loads_and_gives_the_models_detections(
@@ -174,6 +175,7 @@ def test_run_batch_rejects_frames_of_the_wrong_shape(
     assert len(engine.run_batch(torch.rand(1, *SHAPE))) == 1  # still serving
 
 
+@pytest.mark.slow
 def test_export_cli_writes_a_loadable_program(
     tmp_path: pathlib.Path, model_config: ModelConfigFactory, cache_config: config.EngineCacheConfig
 ) -> None:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pathlib
 
+import pytest
 import torch
 
 from its_runtime import config
 from its_runtime.engine import plan
 from its_runtime.engine.lazy import LazyEngine
+
+#: Starts processes or compiles models: outside `make check`'s fast loop.
+pytestmark = pytest.mark.slow
 
 
 def test_lazy_engine_reports_the_loaded_engines_device_and_staging(

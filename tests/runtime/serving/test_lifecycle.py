@@ -19,6 +19,9 @@ from its_devenv import localrun
 from .conftest import ServeFn, write_config
 from .test_server import npy, post
 
+#: Starts processes or compiles models: outside `make check`'s fast loop.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.slow
 def test_ready_is_false_until_warm_up_has_finished(serve: ServeFn) -> None:
