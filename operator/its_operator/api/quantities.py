@@ -3,7 +3,7 @@
 The operator needs them twice: to size the runtime's engine cache from the PVC size,
 and to tell a real change from the API server's canonical re-spelling ("1024Mi" is
 stored as "1Gi"), so that an unchanged child is never written again. Decimal keeps
-both exact; the grammar is the one in ``spec.QUANTITY_PATTERN``.
+both exact; the grammar is the one in ``spec_fields.QUANTITY_PATTERN``.
 """
 
 from __future__ import annotations

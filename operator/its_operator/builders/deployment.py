@@ -21,8 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from its_operator.api import resource
-from its_operator.api import spec as spec_module
+from its_operator.api import resource, spec_rollout, spec_runtime
 from its_operator.builders import configmap, meta
 from its_runtime import config as rc
 
@@ -66,7 +65,7 @@ def _env(p: resource.Pipeline) -> list[dict[str, Any]]:
     return env
 
 
-def _resources(r: spec_module.ResourcesSpec) -> dict[str, Any]:
+def _resources(r: spec_runtime.ResourcesSpec) -> dict[str, Any]:
     requests: dict[str, str] = {"cpu": r.cpu, "memory": r.memory}
     limits: dict[str, str] = {"memory": r.memory_limit or r.memory}
     if r.cpu_limit is not None:
@@ -117,8 +116,8 @@ def _volumes(p: resource.Pipeline) -> tuple[list[dict[str, Any]], list[dict[str,
     return volumes, mounts
 
 
-def _strategy(r: spec_module.RolloutSpec) -> dict[str, Any]:
-    if r.strategy is spec_module.RolloutStrategy.RECREATE:
+def _strategy(r: spec_rollout.RolloutSpec) -> dict[str, Any]:
+    if r.strategy is spec_rollout.RolloutStrategy.RECREATE:
         return {"type": "Recreate"}
     return {
         "type": "RollingUpdate",

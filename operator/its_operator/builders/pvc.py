@@ -10,14 +10,13 @@ operator's field manager no longer sets.
 
 from __future__ import annotations
 
-from its_operator.api import resource
-from its_operator.api import spec as spec_module
+from its_operator.api import resource, spec_storage
 from its_operator.builders import meta
 
 
 def build(p: resource.Pipeline) -> meta.Manifest:
     cache = p.spec.engine_cache
-    owned = cache.retention is spec_module.Retention.DELETE
+    owned = cache.retention is spec_storage.Retention.DELETE
     pvc_spec: dict[str, object] = {
         "accessModes": [cache.access_mode.value],
         "volumeMode": "Filesystem",

@@ -8,13 +8,14 @@ and fold their versions into the pod template so a rotated Secret rolls the pods
 from __future__ import annotations
 
 from its_operator.api import spec as spec_module
+from its_operator.api import spec_fields
 
 
 def needed(spec: spec_module.AnalyticsPipelineSpec) -> dict[str, frozenset[str]]:
     """Secret name -> keys the pods read from it (empty for image pull Secrets)."""
     out: dict[str, set[str]] = {}
 
-    def add(ref: spec_module.SecretKeyRef) -> None:
+    def add(ref: spec_fields.SecretKeyRef) -> None:
         out.setdefault(ref.name, set()).add(ref.key)
 
     if spec.database is not None:

@@ -21,6 +21,8 @@ from typing import Any
 
 Key = tuple[str, str]  # (namespace, pipeline name)
 ChildKey = tuple[str, str, str]  # (kind, namespace, name)
+#: kind -> name -> live child, for every kind the operator manages.
+Children = Mapping[str, Mapping[str, dict[str, Any]]]
 
 #: How long an apply response may stand in for the watched object.
 FRESHNESS_S = 30.0

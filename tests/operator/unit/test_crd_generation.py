@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from its_operator.api import crdgen, resource, schema, spec
+from its_operator.api import crdgen, resource, schema, spec, spec_fields, spec_rollout
 
 
 def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -116,7 +116,7 @@ def test_defaults_reach_the_schema_including_factories() -> None:
 
 
 def test_int_or_string_fields_keep_their_pattern() -> None:
-    surge = schema.structural(spec.RolloutSpec)["properties"]["maxSurge"]
+    surge = schema.structural(spec_rollout.RolloutSpec)["properties"]["maxSurge"]
     assert surge["x-kubernetes-int-or-string"] is True
     assert surge["anyOf"] == [{"type": "integer"}, {"type": "string"}]
-    assert surge["pattern"] == spec.PERCENT_PATTERN
+    assert surge["pattern"] == spec_fields.PERCENT_PATTERN

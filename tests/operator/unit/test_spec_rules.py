@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from its_operator.api import resource
-from its_operator.api import spec as spec_module
+from its_operator.api import resource, spec_backends, spec_rollout, spec_storage
 from its_runtime import config as rc
 
 SpecOf = Callable[..., dict[str, Any]]
@@ -101,10 +100,10 @@ def test_sample_spec_parses_with_documented_defaults(
 ) -> None:
     p = parse()
     s = p.spec
-    assert s.rollout.strategy is spec_module.RolloutStrategy.ROLLING_UPDATE
+    assert s.rollout.strategy is spec_rollout.RolloutStrategy.ROLLING_UPDATE
     assert s.rollout.max_surge == 0  # GPU-safe: no surge pod needs a spare GPU
     assert s.slo.p99_latency_ms == 100.0
-    assert s.engine_cache.retention is spec_module.Retention.RETAIN
+    assert s.engine_cache.retention is spec_storage.Retention.RETAIN
     assert s.runtime.resources.gpu == 1
     assert s.max_replicas == 1
     # The CR embeds the runtime's own model class, not a copy of it.
@@ -112,11 +111,11 @@ def test_sample_spec_parses_with_documented_defaults(
 
 
 def test_pool_and_cache_fields_reuse_the_runtime_definitions() -> None:
-    db = spec_module.DatabaseSpec.model_fields["pool_max_size"]
+    db = spec_backends.DatabaseSpec.model_fields["pool_max_size"]
     assert db.default == rc.DatabaseConfig.model_fields["pool_max_size"].default
     assert db.description == rc.DatabaseConfig.model_fields["pool_max_size"].description
     with pytest.raises(ValueError, match="poolMaxSize"):
-        spec_module.DatabaseSpec.model_validate(
+        spec_backends.DatabaseSpec.model_validate(
             {"dsnSecretRef": {"name": "d", "key": "k"}, "poolMaxSize": 0}
         )
 

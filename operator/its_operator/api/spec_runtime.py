@@ -1,0 +1,199 @@
+"""``spec.runtime``: the runtime pods (image, resources, placement, environment).
+
+Everything here ends up in the Deployment's pod template and nowhere else, which is
+why it is one module: ``builders.deployment`` reads it, and the rules that keep a pod
+template valid (one ``valueFrom`` source, no override of the variables the operator
+sets from ``database``/``cache``) sit next to the fields they guard.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Self
+
+from pydantic import ConfigDict, Field, model_validator
+
+from its_operator.api import base, spec_fields
+from its_runtime import config as rc
+
+#: Environment variables the operator itself sets from ``database``/``cache``.
+RESERVED_ENV = (rc.DATABASE_DSN_ENV, rc.REDIS_URL_ENV)
+
+
+class ConfigMapKeyRef(base.CrModel):
+    name: spec_fields.ResourceName = Field(
+        ..., description="Name of the ConfigMap (same namespace)."
+    )
+    key: str = Field(..., min_length=1, max_length=253, description="Key inside the ConfigMap.")
+
+
+class FieldRef(base.CrModel):
+    field_path: str = Field(
+        ..., min_length=1, max_length=256, description="Pod field, e.g. metadata.name."
+    )
+
+
+class EnvVarSource(base.CrModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                base.cel(
+                    "[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef)]"
+                    ".filter(x, x).size() == 1",
+                    "runtime.env[].valueFrom needs exactly one of secretKeyRef, configMapKeyRef, "
+                    "fieldRef",
+                )
+            ]
+        }
+    )
+
+    secret_key_ref: spec_fields.SecretKeyRef | None = Field(None, description="Read a Secret key.")
+    config_map_key_ref: ConfigMapKeyRef | None = Field(None, description="Read a ConfigMap key.")
+    field_ref: FieldRef | None = Field(None, description="Read a field of the pod.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        chosen = [self.secret_key_ref, self.config_map_key_ref, self.field_ref]
+        if sum(x is not None for x in chosen) != 1:
+            raise ValueError(
+                "runtime.env[].valueFrom needs exactly one of secretKeyRef, configMapKeyRef, "
+                "fieldRef"
+            )
+        return self
+
+
+class EnvVar(base.CrModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                base.cel(
+                    "!(has(self.value) && has(self.valueFrom))",
+                    "runtime.env[] sets value or valueFrom, not both",
+                ),
+                base.cel(
+                    " && ".join(f"self.name != '{n}'" for n in RESERVED_ENV),
+                    "runtime.env[].name: "
+                    + " and ".join(RESERVED_ENV)
+                    + " are reserved (set them through spec.database and spec.cache)",
+                    ".name",
+                ),
+            ]
+        }
+    )
+
+    name: str = Field(
+        ...,
+        min_length=1,
+        max_length=256,
+        pattern=spec_fields.ENV_NAME_PATTERN,
+        description="Variable name.",
+    )
+    value: str | None = Field(None, max_length=32768, description="Literal value.")
+    value_from: EnvVarSource | None = Field(
+        None, description="Take the value from a Secret, ConfigMap or pod field."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError("runtime.env[] sets value or valueFrom, not both")
+        if self.name in RESERVED_ENV:
+            raise ValueError(
+                f"runtime.env[].name: {self.name} is reserved "
+                "(set it through spec.database and spec.cache)"
+            )
+        return self
+
+
+class TolerationOperator(enum.StrEnum):
+    EXISTS = "Exists"
+    EQUAL = "Equal"
+
+
+class TaintEffect(enum.StrEnum):
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+class Toleration(base.CrModel):
+    key: str | None = Field(None, max_length=316, description="Taint key; empty matches all.")
+    operator: TolerationOperator = Field(TolerationOperator.EQUAL, description="Exists or Equal.")
+    value: str | None = Field(None, max_length=63, description="Taint value (operator Equal).")
+    effect: TaintEffect | None = Field(None, description="Taint effect; empty matches all.")
+    toleration_seconds: int | None = Field(
+        None, ge=0, description="How long a NoExecute taint is tolerated."
+    )
+
+
+class ResourcesSpec(base.CrModel):
+    gpu: int = Field(
+        1, ge=0, le=16, description="GPUs per replica (requests = limits); 0 runs on CPU."
+    )
+    gpu_resource_name: str = Field(
+        "nvidia.com/gpu",
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9.\-]+/[a-zA-Z0-9.\-_]+$",
+        description="Extended resource that counts GPUs (e.g. a MIG profile resource).",
+    )
+    cpu: spec_fields.Quantity = Field("2", description="CPU request per replica.")
+    memory: spec_fields.Quantity = Field("8Gi", description="Memory request per replica.")
+    cpu_limit: spec_fields.Quantity | None = Field(None, description="CPU limit; unset means none.")
+    memory_limit: spec_fields.Quantity | None = Field(
+        None, description="Memory limit; unset means equal to the request."
+    )
+
+
+class ImagePullPolicy(enum.StrEnum):
+    ALWAYS = "Always"
+    IF_NOT_PRESENT = "IfNotPresent"
+    NEVER = "Never"
+
+
+class RuntimeSpec(base.CrModel):
+    image: str = Field(..., min_length=1, max_length=512, description="Runtime container image.")
+    image_pull_policy: ImagePullPolicy = Field(
+        ImagePullPolicy.IF_NOT_PRESENT, description="Always, IfNotPresent or Never."
+    )
+    image_pull_secrets: list[spec_fields.ResourceName] = Field(
+        default_factory=list, max_length=8, description="Secrets for pulling the image."
+    )
+    replicas: int | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="Replicas when autoscaling is off (unset: 1). Must stay unset while "
+        "autoscaling.enabled is true: the HorizontalPodAutoscaler owns the count.",
+    )
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="GPU, CPU and memory per replica."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the pods must match."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Taints the pods tolerate."
+    )
+    affinity: spec_fields.FreeForm | None = Field(
+        None, description="Pod affinity, a core/v1 Affinity object, passed through."
+    )
+    priority_class_name: str | None = Field(
+        None, max_length=253, description="PriorityClass of the pods."
+    )
+    service_account_name: spec_fields.ResourceName | None = Field(
+        None, description="ServiceAccount of the pods (unset: the namespace's default)."
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Extra environment variables; Secret values only through valueFrom.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    startup_timeout_seconds: int = Field(
+        1200,
+        ge=30,
+        le=7200,
+        description="How long a pod may take to start (a first TensorRT engine build takes "
+        "minutes) before the startup probe restarts it.",
+    )

@@ -1,0 +1,76 @@
+"""``spec.engineCache`` and ``spec.modelVolume``: the volumes the runtime pods mount.
+
+Both are PersistentVolumeClaims, and a claim cannot do what a Deployment can (shrink,
+change its class or access mode), so the CEL transition rules (``oldSelf``) that
+make the API server refuse such an edit are all here, next to the fields.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from pydantic import Field
+
+from its_operator.api import base, spec_fields
+
+
+class AccessMode(enum.StrEnum):
+    READ_WRITE_ONCE = "ReadWriteOnce"
+    READ_WRITE_MANY = "ReadWriteMany"
+
+
+class Retention(enum.StrEnum):
+    RETAIN = "Retain"
+    DELETE = "Delete"
+
+
+class EngineCacheSpec(base.CrModel):
+    enabled: bool = Field(
+        True, description="Keep compiled engines on a PVC (false: an emptyDir per pod)."
+    )
+    size: spec_fields.Quantity = Field(
+        "20Gi",
+        description="PVC size; it may only grow. The runtime evicts past 90% of it.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                base.cel(
+                    "quantity(self).compareTo(quantity(oldSelf)) >= 0",
+                    "engineCache.size may only grow (a PersistentVolumeClaim cannot shrink)",
+                )
+            ]
+        },
+    )
+    storage_class_name: str | None = Field(
+        None,
+        max_length=253,
+        description="StorageClass of the PVC (unset: the cluster default). Immutable.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                base.cel("self == oldSelf", "engineCache.storageClassName is immutable")
+            ]
+        },
+    )
+    access_mode: AccessMode = Field(
+        AccessMode.READ_WRITE_ONCE,
+        description="ReadWriteOnce (RWO, one replica) or ReadWriteMany (RWX). Immutable.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                base.cel("self == oldSelf", "engineCache.accessMode is immutable")
+            ]
+        },
+    )
+    retention: Retention = Field(
+        Retention.RETAIN,
+        description="On pipeline deletion: Retain keeps the PVC (a re-created pipeline of "
+        "the same name reuses it), Delete lets garbage collection remove it.",
+    )
+
+
+class ModelVolume(base.CrModel):
+    claim_name: spec_fields.ResourceName = Field(
+        ..., description="PersistentVolumeClaim with the model files, mounted read-only."
+    )
+    mount_path: str = Field(
+        "/models", pattern=r"^/", max_length=512, description="Where the claim is mounted."
+    )
+    sub_path: str | None = Field(None, max_length=512, description="Sub-path inside the claim.")
