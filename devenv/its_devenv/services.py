@@ -13,11 +13,13 @@ it runs as the ``postgres`` system user that the Debian package creates.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pathlib
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -53,8 +55,18 @@ def pg_bin_dir() -> pathlib.Path:
     return versions[-1]
 
 
+#: PostgreSQL's files when the checkout is closed to the `postgres` user.
+PG_FALLBACK_ROOT = pathlib.Path("/var/tmp/its-analytics")
+
+
+def _open_to_others(path: pathlib.Path) -> bool:
+    """Every folder above ``path`` lets other users pass (``o+x``)."""
+    return all(os.stat(p).st_mode & stat.S_IXOTH for p in path.resolve().parents)
+
+
 def _run_as_postgres(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     user = "postgres" if os.geteuid() == 0 else None
+    kw.setdefault("cwd", "/")  # the checkout may not be readable by `postgres`
     return subprocess.run(argv, user=user, text=True, capture_output=True, **kw)  # type: ignore[call-overload, no-any-return]
 
 
@@ -74,8 +86,19 @@ class Services:
         return f"redis://127.0.0.1:{REDIS_PORT}/0"
 
     @property
+    def pg_root(self) -> pathlib.Path:
+        """Where PostgreSQL keeps its files: ``.services/pg`` when the `postgres` user
+        can reach it, else a per-checkout folder under /var/tmp (a checkout inside a
+        private folder, such as one made by ``mktemp -d``, is closed to other users)."""
+        inside = self.root / "pg"
+        if os.geteuid() != 0 or _open_to_others(self.root):
+            return inside
+        digest = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:12]
+        return PG_FALLBACK_ROOT / f"pg-{digest}"
+
+    @property
     def pg_data(self) -> pathlib.Path:
-        return self.root / "pg" / "data"
+        return self.pg_root / "data"
 
     @property
     def run_dir(self) -> pathlib.Path:
@@ -91,7 +114,9 @@ class Services:
         self.pg_data.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             pg = pwd.getpwnam("postgres")
-            for p in (self.root / "pg", self.pg_data):
+            if PG_FALLBACK_ROOT in self.pg_root.parents:
+                os.chmod(PG_FALLBACK_ROOT, 0o755)
+            for p in (self.pg_root, self.pg_data):
                 os.chown(p, pg.pw_uid, pg.pw_gid)
         proc = _run_as_postgres(
             [

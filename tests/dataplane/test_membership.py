@@ -55,13 +55,21 @@ def run_round(
     return running
 
 
+def settled_trio(
+    api: leases.KubernetesLeaseApi, ns: str
+) -> tuple[Clock, dict[str, membership.Membership], dict[str, frozenset[str]]]:
+    """Three pods ticked past the hand-off wait: each runs its share."""
+    clock = Clock()
+    pods = {n: pod(api, ns, n, clock) for n in ("rt-a", "rt-b", "rt-c")}
+    for _ in range(8):
+        running = run_round(pods, clock)
+    return clock, pods, running
+
+
 def test_three_pods_share_six_cameras_and_no_camera_ever_runs_twice(
     lease_api: leases.KubernetesLeaseApi, namespace: str
 ) -> None:
-    clock = Clock()
-    pods = {n: pod(lease_api, namespace, n, clock) for n in ("rt-a", "rt-b", "rt-c")}
-    for _ in range(8):
-        running = run_round(pods, clock)
+    _, _, running = settled_trio(lease_api, namespace)
     assert sorted(c for cams in running.values() for c in cams) == CAMERAS
     assert sorted(len(c) for c in running.values()) == [2, 2, 2]
     listed = lease_api.list(namespace, "ring-road")
@@ -71,10 +79,7 @@ def test_three_pods_share_six_cameras_and_no_camera_ever_runs_twice(
 def test_a_released_pods_cameras_move_at_the_next_tick(
     lease_api: leases.KubernetesLeaseApi, namespace: str
 ) -> None:
-    clock = Clock()
-    pods = {n: pod(lease_api, namespace, n, clock) for n in ("rt-a", "rt-b", "rt-c")}
-    for _ in range(8):
-        running = run_round(pods, clock)
+    clock, pods, running = settled_trio(lease_api, namespace)
     released = running["rt-c"]
     pods.pop("rt-c").leave()
     running = run_round(pods, clock)
@@ -89,10 +94,7 @@ def test_a_released_pods_cameras_move_at_the_next_tick(
 def test_a_crashed_pods_cameras_resume_after_the_lease_expires(
     lease_api: leases.KubernetesLeaseApi, namespace: str
 ) -> None:
-    clock = Clock()
-    pods = {n: pod(lease_api, namespace, n, clock) for n in ("rt-a", "rt-b", "rt-c")}
-    for _ in range(8):
-        running = run_round(pods, clock)
+    clock, pods, running = settled_trio(lease_api, namespace)
     lost = running["rt-c"]
     crashed = pods.pop("rt-c")  # kill -9: it never ticks or leaves again
     crashed_at = clock.t
@@ -110,10 +112,7 @@ def test_a_crashed_pods_cameras_resume_after_the_lease_expires(
 def test_a_stalled_pod_fences_itself_before_others_take_over_and_rejoins_without_overlap(
     lease_api: leases.KubernetesLeaseApi, namespace: str
 ) -> None:
-    clock = Clock()
-    pods = {n: pod(lease_api, namespace, n, clock) for n in ("rt-a", "rt-b", "rt-c")}
-    for _ in range(8):
-        running = run_round(pods, clock)
+    clock, pods, running = settled_trio(lease_api, namespace)
     lost = running["rt-c"]
     stalled = pods.pop("rt-c")  # SIGSTOP
     stop_at = clock.t
