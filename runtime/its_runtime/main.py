@@ -32,7 +32,7 @@ import pydantic
 from aiohttp import web
 
 from its_runtime.config import DEFAULT_CONFIG_PATH, RuntimeConfig, ServerConfig
-from its_runtime.dataplane import plane, queries
+from its_runtime.dataplane import camera, plane, queries
 from its_runtime.dataplane.analytics import analyzer
 from its_runtime.engine import lazy
 from its_runtime.engine import plan as plan_mod
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def data_plane_extension(
     *,
-    options: plane.PipelineOptions | None = None,
+    options: camera.PipelineOptions | None = None,
     env: Mapping[str, str] | None = None,
     listener: Callable[[analyzer.FrameAnalysis], None] | None = None,
 ) -> Callable[[web.Application, Services], None]:

@@ -5,6 +5,8 @@ stepped by the test (each pod has its own), the Leases are real API objects."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -28,15 +30,26 @@ def lease_api(k8s_api: Any) -> leases.KubernetesLeaseApi:
     return leases.KubernetesLeaseApi(k8s_api)
 
 
-def pod(api: leases.KubernetesLeaseApi, ns: str, name: str, clock: Clock) -> membership.Membership:
+def pod(
+    api: leases.KubernetesLeaseApi,
+    ns: str,
+    name: str,
+    clock: Callable[[], float] = time.monotonic,
+    *,
+    pipeline: str = "ring-road",
+    cameras: list[str] = CAMERAS,
+    capacity: int = 10,
+    timing: membership.Timing = TIMING,
+) -> membership.Membership:
+    """One pod's membership of a pipeline, on the given clock."""
     return membership.Membership(
         api,
         namespace=ns,
-        pipeline="ring-road",
+        pipeline=pipeline,
         pod=name,
-        capacity=10,
-        cameras=CAMERAS,
-        timing=TIMING,
+        capacity=capacity,
+        cameras=cameras,
+        timing=timing,
         clock=clock,
     )
 
@@ -154,16 +167,7 @@ def test_lease_writes_do_not_grow_with_cameras(
     clock = Clock()
     many = [f"cam-{i}" for i in range(600)]
     pods = {
-        n: membership.Membership(
-            api,
-            namespace=namespace,
-            pipeline="corridor",
-            pod=n,
-            capacity=1000,
-            cameras=many,
-            timing=TIMING,
-            clock=clock,
-        )
+        n: pod(api, namespace, n, clock, pipeline="corridor", cameras=many, capacity=1000)
         for n in ("rt-a", "rt-b", "rt-c")
     }
     for _ in range(5):
@@ -185,16 +189,7 @@ async def test_coordinators_on_real_time_split_cameras_and_take_over_on_release(
         async def on_change(run: frozenset[str]) -> None:
             running[name] = run
 
-        m = membership.Membership(
-            lease_api,
-            namespace=namespace,
-            pipeline="ring-road",
-            pod=name,
-            capacity=10,
-            cameras=CAMERAS,
-            timing=timing,
-        )
-        return coordinator.Coordinator(m, on_change)
+        return coordinator.Coordinator(pod(lease_api, namespace, name, timing=timing), on_change)
 
     a, b = make("rt-a"), make("rt-b")
     a.start()

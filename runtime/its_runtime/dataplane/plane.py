@@ -40,10 +40,6 @@ from its_runtime.observability import dataplane_stats
 
 log = logging.getLogger(__name__)
 
-#: Re-exported for ``its_runtime.main``, which configures the data plane through here.
-PipelineOptions = camera.PipelineOptions
-Detector = camera.Detector
-
 
 class DataPlane:
     """All cameras of one runtime, with their cache, database, journal and query API."""
@@ -51,7 +47,7 @@ class DataPlane:
     def __init__(
         self,
         config: RuntimeConfig,
-        detector: Detector,
+        detector: camera.Detector,
         *,
         options: camera.PipelineOptions | None = None,
         env: Mapping[str, str] | None = None,
