@@ -38,6 +38,8 @@ __all__ = [
     "DATABASE_DSN_ENV",
     "DEFAULT_CONFIG_PATH",
     "NAME_PATTERN",
+    "POD_NAMESPACE_ENV",
+    "POD_NAME_ENV",
     "REDIS_URL_ENV",
     "CameraConfig",
     "Coordinate",
@@ -56,6 +58,11 @@ CONFIGMAP_KEY = "runtime.yaml"
 #: sets them with ``valueFrom.secretKeyRef``, never with the value itself.
 DATABASE_DSN_ENV = "ITS_DATABASE_DSN"
 REDIS_URL_ENV = "ITS_REDIS_URL"
+#: The pod's identity from the downward API (``fieldRef``): the name is the holder of
+#: its membership Lease and the replica recorded on every row; the namespace is where
+#: its Leases live. Unset (a process outside Kubernetes): the host name and "default".
+POD_NAME_ENV = "POD_NAME"
+POD_NAMESPACE_ENV = "POD_NAMESPACE"
 
 
 class Precision(enum.StrEnum):
