@@ -150,6 +150,11 @@ def data_plane_extension(
         )
         app[DATA_PLANE] = dp
         queries.add_routes(app, dp.queries)
+
+        async def ownership(_: web.Request) -> web.Response:
+            return web.json_response(dp.ownership())
+
+        app.router.add_get("/v1/ownership", ownership)
         services.readiness.register("redis", dp.redis_health, required=False)
         services.readiness.register("database", dp.database_health, required=False)
         services.readiness.register("cameras", dp.cameras_health, required=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import pathlib
 import time
 
@@ -88,7 +89,7 @@ async def test_replicas_starting_together_apply_each_migration_exactly_once(pg_d
         applied = await asyncio.gather(*(migrations.migrate(c) for c in conns))
         assert sorted(v for a in applied for v in a) == [m.version for m in schema.MIGRATIONS]
         rows = await conns[0].fetch("SELECT version FROM schema_migrations ORDER BY version")
-        assert [r["version"] for r in rows] == [1, 2]
+        assert [r["version"] for r in rows] == [m.version for m in schema.MIGRATIONS]
         assert await migrations.migrate(conns[0]) == []  # a restart applies nothing
     finally:
         for c in conns:
@@ -106,7 +107,8 @@ async def test_a_released_migration_that_was_edited_is_refused(pg_dsn: str) -> N
         )
         with pytest.raises(migrations.MigrationError, match="migration 1"):
             await migrations.migrate(conn, edited)
-        with pytest.raises(migrations.MigrationError, match=r"\[1, 2\]"):
+        known = ", ".join(str(m.version) for m in schema.MIGRATIONS)
+        with pytest.raises(migrations.MigrationError, match=re.escape(f"[{known}]")):
             await migrations.migrate(conn, ())
     finally:
         await conn.close()
@@ -207,7 +209,7 @@ def test_the_journal_survives_a_restart_and_stops_at_a_torn_record(
     segment = reopened.oldest()
     assert segment is not None
     records, damaged = reopened.read(segment)
-    assert [RowBatch.decode(p).events[0][-1] for p, _ in records] == [0, 1]
+    assert [RowBatch.decode(p).events[0].frame_seq for p, _ in records] == [0, 1]
     assert damaged == 3  # the torn record's rows, known from its intact header
     # New appends go to a new segment, never after the torn tail.
     reopened.append(b"x" * 10, rows=1)

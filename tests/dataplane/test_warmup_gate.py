@@ -35,14 +35,15 @@ async def test_cameras_start_reading_only_after_warm_up(
     port = support.free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        stats = app[main.DATA_PLANE].pipelines["gate"].stats
+        plane = app[main.DATA_PLANE]
         async with aiohttp.ClientSession() as client:
             async with client.get(f"http://127.0.0.1:{port}/ready") as resp:
                 assert resp.status == 503
             # Warm-up is still running: the camera has not even been opened.
-            assert not await support.eventually(lambda: stats.connections > 0, 1.5)
-            assert stats.frames_decoded == 0
+            assert not await support.eventually(lambda: "gate" in plane.pipelines, 1.5)
             release.set()
+            assert await support.eventually(lambda: "gate" in plane.pipelines, 5)
+            stats = plane.pipelines["gate"].stats
             assert await support.eventually(lambda: stats.frames_analysed > 0, 20)
             async with client.get(f"http://127.0.0.1:{port}/ready") as resp:
                 assert resp.status == 200

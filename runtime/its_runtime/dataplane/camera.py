@@ -21,6 +21,9 @@ Shape and reasons:
   row classes' named constructors, :func:`frame_rows`) go to the
   :class:`~its_runtime.dataplane.store.writer.RowWriter`'s buffer; the latest view
   goes through a throttled :class:`~its_runtime.dataplane.publish.LatestPublisher`.
+* **Owned, or not analysed.** With scale-out, ``may_analyse`` is asked for every
+  frame (the pod still holds the camera and is not fenced); a frame it refuses is
+  dropped as ``not_owner``. Rows and the latest view name the ``replica``.
 * **Stats, not metrics.** What the camera and its analysis did is reported to typed
   observers (:mod:`its_runtime.observability.dataplane_stats`), which the runtime
   turns into Prometheus metrics.
@@ -96,7 +99,7 @@ def frame_to_tensor(frame: frames.Frame, channels: int) -> torch.Tensor:
 
 
 def frame_rows(
-    result: analyzer.FrameAnalysis, decoded_at: float, *, detections: bool
+    result: analyzer.FrameAnalysis, decoded_at: float, *, detections: bool, replica: str = ""
 ) -> rows.FrameRows:
     """The rows one analysed frame produces: its events, and its boxes if stored."""
     events = [
@@ -111,6 +114,7 @@ def frame_rows(
             track_id=ev.track_id,
             speed_kmh=ev.speed_kmh,
             frame_seq=result.seq,
+            replica=replica,
         )
         for ev in result.events
     ]
@@ -125,6 +129,7 @@ def frame_rows(
                 score=t.score,
                 box=t.box,
                 speed_kmh=t.speed_kmh,
+                replica=replica,
             )
             for t in result.tracks
         ]
@@ -149,8 +154,15 @@ class CameraPipeline:
         options: PipelineOptions | None = None,
         listener: Callable[[analyzer.FrameAnalysis], None] | None = None,
         observers: dataplane_stats.DataPlaneObservers | None = None,
+        replica: str = "",
+        may_analyse: Callable[[str], bool] | None = None,
+        on_first_frame: Callable[[str, float], None] | None = None,
     ) -> None:
         self.camera = camera
+        #: The pod analysing this camera: recorded on every row and in the latest view.
+        self.replica = replica
+        self._may_analyse = may_analyse
+        self._on_first_frame = on_first_frame
         self.options = options or PipelineOptions()
         observers = observers or dataplane_stats.PROMETHEUS
         self._analytics = observers.analytics
@@ -177,6 +189,7 @@ class CameraPipeline:
                 cache,
                 l1_interval_s=self.options.latest_l1_interval_s,
                 l2_interval_s=self.options.latest_l2_interval_s,
+                replica=replica,
             )
         )
         self._reader: CameraReader | None = None
@@ -228,6 +241,11 @@ class CameraPipeline:
     async def _run(self, latest: slot.LatestSlot[frames.Frame]) -> None:
         try:
             while (frame := await latest.get()) is not None:
+                if self._may_analyse is not None and not self._may_analyse(self.camera.name):
+                    # Not (or no longer) provably this pod's camera: a fenced pod, or
+                    # one that lost it at the last ownership tick. Never analyse it.
+                    self.stats.on_dropped("not_owner")
+                    continue
                 detections = await self._infer(frame)
                 if detections is not None:
                     self._analyse(frame, detections)
@@ -265,6 +283,8 @@ class CameraPipeline:
             width_px=frame.source_width,
             height_px=frame.source_height,
         )
+        if self._last is None and self._on_first_frame is not None:
+            self._on_first_frame(self.camera.name, frame.decoded_at)
         self._last = result
         self._report(result)
         for ev in result.events:
@@ -282,7 +302,12 @@ class CameraPipeline:
             )
         if self.writer is not None:
             self.writer.submit(
-                frame_rows(result, frame.decoded_at, detections=self.options.store_detections)
+                frame_rows(
+                    result,
+                    frame.decoded_at,
+                    detections=self.options.store_detections,
+                    replica=self.replica,
+                )
             )
         if self._listener is not None:
             self._listener(result)
@@ -307,6 +332,7 @@ class CameraPipeline:
         return {
             "camera": self.camera.name,
             "source": "live",
+            "replica": self.replica,
             "updated_at": None if last is None else last.wall_time,
             "frame_seq": None if last is None else last.seq,
             "media_time": None if last is None else round(last.media_time, 4),

@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from its_runtime.dataplane import assignment, membership
+from its_runtime.observability import ownership_stats
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,16 @@ class OwnershipView:
 
 
 class Coordinator:
-    def __init__(self, member: membership.Membership, on_change: OnChange) -> None:
+    def __init__(
+        self,
+        member: membership.Membership,
+        on_change: OnChange,
+        *,
+        observer: ownership_stats.OwnershipObserver | None = None,
+    ) -> None:
         self.member = member
         self.on_change = on_change
+        self._observer = observer or ownership_stats.PROMETHEUS
         self._running: frozenset[str] = frozenset()
         self._decision: membership.Decision | None = None
         self._last_error: str | None = None
@@ -86,10 +94,21 @@ class Coordinator:
 
     async def _apply(self, run: frozenset[str]) -> None:
         if run != self._running:
-            # Narrow first, so a camera never runs here after the view moved it away.
-            self._running = self._running & run
-            await self.on_change(run)
+            # The per-frame check follows the new set at once: a camera that moved away
+            # analyses no further frame while its pipeline stops, and a gained one's
+            # first frame is not refused.
             self._running = run
+            await self.on_change(run)
+
+    def _report(self) -> None:
+        v = self.view()
+        self._observer.cameras(
+            running=len(v.running),
+            pending=len(v.pending),
+            unassigned=len(v.unassigned),
+            total=len(self.member.cameras),
+        )
+        self._observer.members(len(v.members), fenced=v.fenced)
 
     async def tick_once(self) -> None:
         try:
@@ -97,12 +116,15 @@ class Coordinator:
         except Exception as exc:
             self._last_error = f"{type(exc).__name__}: {exc}"[:300]
             log.warning("camera ownership: tick failed: %s", self._last_error)
+            self._observer.tick_failed()
             if self.member.fenced():
                 await self._apply(frozenset())
+            self._report()
             return
         self._last_error = None
         self._decision = decision
         await self._apply(decision.run)
+        self._report()
         await self._collect_expired()
 
     async def _collect_expired(self) -> None:

@@ -30,6 +30,10 @@ pod that gains a camera starts it only when the previous holder has provably sto
 its Lease is gone (released) or expired (it fenced itself before that), or this pod
 has seen the new view for longer than ``fence_s`` plus a margin, by which time the
 previous holder has either seen the same view (and stopped the camera) or fenced.
+A pod that finds no other Lease of its pipeline at all starts at once: every pod
+that runs a camera holds a Lease, and a Lease is deleted only by its holder after it
+stopped, or by a peer two lease durations after it was last renewed (long after its
+holder fenced itself).
 """
 
 from __future__ import annotations
@@ -198,6 +202,9 @@ class Membership:
             self._pending_since.clear()
         self._renew()
         records = self.api.list(self.namespace, self.pipeline)
+        # No other Lease exists at all: nobody else can be running a camera (a running
+        # pod holds a Lease; one is deleted only after its holder left or fenced).
+        alone = all(r.holder == self.pod for r in records)
         now = self.clock()
         live, departed = self._observe(records, now)
         members = [assignment.Member(r.holder, r.capacity) for r in live]
@@ -213,6 +220,9 @@ class Membership:
             before = previous.holders.get(cam) if previous is not None else None
             if before is not None and before != self.pod and before in departed:
                 run.add(cam)  # the previous holder released or expired: it has stopped
+                continue
+            if alone:
+                run.add(cam)
                 continue
             since = self._pending_since.setdefault(cam, now)
             if now - since >= self.timing.handoff_wait_s:

@@ -17,6 +17,13 @@ Shape and reasons:
 * **Mounted by main.** ``its_runtime.main.data_plane_extension`` mounts this on the
   serving application (routes, readiness checks, drain, lifecycle) and hands it the
   batcher as its :class:`~.camera.Detector`; the data plane never imports serving.
+* **Cameras by ownership.** With ``scaleOut.enabled`` the replicas of a pipeline
+  share its cameras through membership Leases (:mod:`.membership`, the protocol;
+  :mod:`.coordinator`, its loop): this replica runs only the cameras the assignment
+  gives it (:mod:`.ownership`), joins only once its engine is warm (a pod still
+  building an engine would hold cameras it cannot analyse), and on drain stops its
+  cameras *before* releasing its Lease. Without scale-out every camera runs here.
+  The query API answers for every camera of the pipeline, wherever it runs.
 * **Observers handed down.** One :class:`~its_runtime.observability.dataplane_stats.
   DataPlaneObservers` (default: Prometheus) is given to every component it builds.
 """
@@ -27,16 +34,17 @@ import asyncio
 import logging
 import os
 import pathlib
+import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from its_runtime import health
-from its_runtime.config import RuntimeConfig
-from its_runtime.dataplane import camera, queries
+from its_runtime.config import POD_NAME_ENV, POD_NAMESPACE_ENV, CameraConfig, RuntimeConfig
+from its_runtime.dataplane import camera, coordinator, membership, ownership, queries
 from its_runtime.dataplane.analytics import analyzer
 from its_runtime.dataplane.cache import l1, l2, tiered
 from its_runtime.dataplane.store import database, journal, writer
-from its_runtime.observability import dataplane_stats
+from its_runtime.observability import dataplane_stats, ownership_stats
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +61,17 @@ class DataPlane:
         env: Mapping[str, str] | None = None,
         listener: Callable[[analyzer.FrameAnalysis], None] | None = None,
         observers: dataplane_stats.DataPlaneObservers | None = None,
+        lease_api: membership.LeaseApi | None = None,
+        ownership_observer: ownership_stats.OwnershipObserver | None = None,
     ) -> None:
         self.config = config
         self.options = options or camera.PipelineOptions()
         observers = observers or dataplane_stats.PROMETHEUS
         self._camera_start: asyncio.Task[None] | None = None
         environ = os.environ if env is None else env
+        #: This pod's name (downward API): its Lease holder and every row's replica.
+        self.replica = environ.get(POD_NAME_ENV) or socket.gethostname()
+        self.namespace = environ.get(POD_NAMESPACE_ENV) or "default"
         self.cache = tiered.TieredCache(
             l1.L1Cache(
                 config.cache.l1_max_entries, config.cache.ttl_seconds, observer=observers.cache
@@ -77,8 +90,11 @@ class DataPlane:
             self.journal = journal.Journal(pathlib.Path(db.journal_dir), db.journal_max_bytes)
             self.writer = writer.RowWriter(self.database, self.journal, db)
         shape = config.model.input_shape
-        self.pipelines = {
-            cam.name: camera.CameraPipeline(
+
+        def make(
+            cam: CameraConfig, on_first_frame: Callable[[str, float], None]
+        ) -> camera.CameraPipeline:
+            return camera.CameraPipeline(
                 cam,
                 detector,
                 input_shape=(shape[0], shape[1], shape[2]),
@@ -88,15 +104,66 @@ class DataPlane:
                 options=self.options,
                 listener=listener,
                 observers=observers,
+                replica=self.replica,
+                may_analyse=self._may_analyse,
+                on_first_frame=on_first_frame,
             )
-            for cam in config.cameras
-        }
+
+        self.cameras = ownership.RunningCameras(
+            config.cameras,
+            make,
+            replica=self.replica,
+            cache=self.cache,
+            observer=ownership_observer,
+        )
+        self.coordinator: coordinator.Coordinator | None = None
+        self.ownership_error: str | None = None
+        if config.scale_out.enabled:
+            self._join(lease_api, ownership_observer)
         self.queries = queries.CameraQueries(
-            cameras=list(self.pipelines),
+            cameras=[c.name for c in config.cameras],
             cache=self.cache,
             database=self.database,
         )
         self._started = False
+
+    @property
+    def pipelines(self) -> dict[str, camera.CameraPipeline]:
+        """The camera pipelines running in this replica now."""
+        return self.cameras.pipelines
+
+    def _join(
+        self,
+        lease_api: membership.LeaseApi | None,
+        observer: ownership_stats.OwnershipObserver | None,
+    ) -> None:
+        so = self.config.scale_out
+        try:
+            if lease_api is None:
+                from its_runtime.dataplane import leases
+
+                lease_api = leases.KubernetesLeaseApi.from_environment()
+        except Exception as exc:
+            # Analysing every camera here could double every count: analyse none, say why.
+            self.ownership_error = f"no Kubernetes API for camera ownership: {exc}"[:300]
+            log.error("scale-out: %s; this replica runs no camera", self.ownership_error)
+            return
+        member = membership.Membership(
+            lease_api,
+            namespace=self.namespace,
+            pipeline=so.pipeline or "its",
+            pod=self.replica,
+            capacity=so.max_cameras_per_replica,
+            cameras=[c.name for c in self.config.cameras],
+            timing=membership.Timing(
+                lease_duration_s=float(so.lease_duration_seconds),
+                renew_period_s=float(so.renew_period_seconds),
+            ),
+        )
+        self.coordinator = coordinator.Coordinator(member, self.cameras.run, observer=observer)
+
+    def _may_analyse(self, name: str) -> bool:
+        return self.coordinator is None or self.coordinator.may_analyse(name)
 
     async def start(self, engine_warm: asyncio.Event | None = None) -> None:
         """Connect what can be connected (nothing here may fail the start), then run.
@@ -121,21 +188,26 @@ class DataPlane:
                 self._start_cameras_when(engine_warm), name="its-cameras-start"
             )
         else:
-            self._start_cameras()
+            await self._start_cameras()
         self._started = True
 
     async def _start_cameras_when(self, engine_warm: asyncio.Event) -> None:
         await engine_warm.wait()
-        self._start_cameras()
+        await self._start_cameras()
 
-    def _start_cameras(self) -> None:
-        for pipeline in self.pipelines.values():
-            pipeline.start()
+    async def _start_cameras(self) -> None:
+        if self.coordinator is not None:
+            self.coordinator.start()  # cameras follow at its ticks
+        elif not self.config.scale_out.enabled:
+            await self.cameras.run(frozenset(self.cameras.configs))
 
     async def stop_cameras(self) -> None:
+        """Stop every camera here; with scale-out, then release the Lease (drain)."""
         if self._camera_start is not None:
             self._camera_start.cancel()
-        await asyncio.gather(*(p.stop() for p in self.pipelines.values()))
+        if self.coordinator is not None:
+            await self.coordinator.stop()
+        await self.cameras.stop()
 
     async def stop(self) -> None:
         await self.stop_cameras()
@@ -172,18 +244,52 @@ class DataPlane:
         )
 
     def cameras_health(self) -> health.DependencyHealth:
+        if self.ownership_error is not None:
+            return health.DependencyHealth(False, self.ownership_error)
+        here = f"{len(self.pipelines)} of {len(self.cameras.configs)} cameras run here"
+        if self.coordinator is not None:
+            view = self.coordinator.view()
+            if view.fenced:
+                return health.DependencyHealth(
+                    False, f"fenced: cannot renew the camera Lease ({view.last_error})"
+                )
+            if view.unassigned:
+                here += f"; {len(view.unassigned)} unassigned (no replica has capacity)"
         down = [n for n, p in self.pipelines.items() if not p.stats.connected]
         if not down:
-            return health.DependencyHealth(True, "all connected")
-        return health.DependencyHealth(False, f"not connected: {', '.join(sorted(down))}")
+            return health.DependencyHealth(True, f"{here}, all connected")
+        return health.DependencyHealth(False, f"{here}; not connected: {', '.join(sorted(down))}")
+
+    def ownership(self) -> dict[str, Any]:
+        """``GET /v1/ownership``: which replica holds which camera, as this one sees it."""
+        if self.coordinator is None:
+            return {
+                "replica": self.replica,
+                "scaleOut": False if self.ownership_error is None else "error",
+                "error": self.ownership_error,
+                "running": sorted(self.pipelines),
+            }
+        view = self.coordinator.view()
+        out = view.describe()
+        out.update(
+            replica=self.replica,
+            scaleOut=True,
+            total=len(self.cameras.configs),
+            holders=view.holders if len(view.holders) <= 1000 else {},
+            handoffs=list(self.cameras.handoffs),
+        )
+        return out
 
     def details(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
+            "replica": self.replica,
             "cache": self.cache.details(),
             "database": None if self.database is None else self.database.details(),
             "writer": None if self.writer is None else self.writer.details(),
             "cameras": {n: p.stats.snapshot() for n, p in self.pipelines.items()},
         }
+        out["ownership"] = self.ownership()
+        return out
 
 
 def _redis(

@@ -14,6 +14,10 @@ Shape and reasons:
   frames in between cost no JSON encoding.
 * **Never blocks analysis.** Redis writes run as a task; a degraded L2 is the
   cache's business (counted there), not the pipeline's.
+* **A hand-off marker.** With every Redis publish goes ``handoff:{camera}``: which
+  replica analysed the camera last, and when (wall time), kept far longer than the
+  view. A replica that takes the camera over reads it to measure the gap in analysis
+  (``its_camera_handoff_gap_seconds``), even after a ``kill -9`` of the last holder.
 """
 
 from __future__ import annotations
@@ -33,6 +37,26 @@ def latest_key(camera: str) -> str:
     return f"latest:{camera}"
 
 
+def handoff_key(camera: str) -> str:
+    """The cache key of a camera's hand-off marker: ``{"replica", "at"}``."""
+    return f"handoff:{camera}"
+
+
+#: How long a hand-off marker outlives its last publish (longer gaps are not hand-offs).
+MARKER_TTL_S = 600.0
+
+
+def read_marker(body: bytes | None) -> tuple[str, float] | None:
+    """(replica, wall time of its last analysed frame) from a marker, or None."""
+    if body is None:
+        return None
+    try:
+        data = json.loads(body)
+        return str(data["replica"]), float(data["at"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class LatestPublisher:
     """Publishes one camera's latest view to L1 and (less often) to Redis."""
 
@@ -43,9 +67,12 @@ class LatestPublisher:
         *,
         l1_interval_s: float,
         l2_interval_s: float,
+        replica: str = "",
     ) -> None:
         self.camera = camera
         self.key = latest_key(camera)
+        self.marker_key = handoff_key(camera)
+        self.replica = replica
         self.cache = cache
         self.l1_interval_s = l1_interval_s
         self.l2_interval_s = l2_interval_s
@@ -60,15 +87,21 @@ class LatestPublisher:
         to_l2 = force or now - self._l2_at >= self.l2_interval_s
         if not to_l1 and not to_l2:
             return
-        body = json.dumps(view(), separators=(",", ":")).encode()
+        data = view()
+        body = json.dumps(data, separators=(",", ":")).encode()
         self._l1_at = now
         self.cache.l1.set(self.key, body)
         if to_l2 and self.cache.l2 is not None:
             if self._l2_task is not None and not self._l2_task.done():
                 return  # the previous publish is still in flight: newest wins next time
             self._l2_at = now
+            items = {self.key: body}
+            if data.get("updated_at") is not None:
+                marker = {"replica": self.replica, "at": data["updated_at"]}
+                items[self.marker_key] = json.dumps(marker).encode()
             self._l2_task = asyncio.get_running_loop().create_task(
-                self.cache.set_many({self.key: body}), name=f"its-latest-{self.camera}"
+                self.cache.set_many(items, ttls={self.marker_key: MARKER_TTL_S}),
+                name=f"its-latest-{self.camera}",
             )
 
     async def close(self) -> None:

@@ -202,16 +202,20 @@ class RedisL2:
             out.append((value if isinstance(value, bytes) else None, ttl))
         return out
 
-    async def set_many(self, items: Mapping[str, bytes], ttl_s: float) -> None:
+    async def set_many(
+        self, items: Mapping[str, bytes], ttl_s: float, ttls: Mapping[str, float] | None = None
+    ) -> None:
+        """Set every item (one pipelined round trip) for ``ttl_s``, or ``ttls[key]``."""
         self._check()
         if not items:
             return
         start = time.perf_counter()
-        px = max(1, int(ttl_s * 1000))
+        ttls = ttls or {}
         try:
             client = await self._ensure_client()
             async with client.pipeline(transaction=False) as pipe:
                 for key, value in items.items():
+                    px = max(1, int(ttls.get(key, ttl_s) * 1000))
                     pipe.set(self.prefix + key, value, px=px)
                 await pipe.execute()
         except _FAILURES as exc:

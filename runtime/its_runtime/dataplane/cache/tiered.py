@@ -83,16 +83,24 @@ class TieredCache:
         await self.set_many({key: value}, ttl_s=ttl_s)
 
     async def set_many(
-        self, items: Mapping[str, bytes], *, ttl_s: float | None = None, l2: bool = True
+        self,
+        items: Mapping[str, bytes],
+        *,
+        ttl_s: float | None = None,
+        l2: bool = True,
+        ttls: Mapping[str, float] | None = None,
     ) -> None:
+        """Set ``items`` in both levels for ``ttl_s`` (default: the cache's), or for
+        ``ttls[key]`` where a key has its own lifetime."""
         ttl = self.l1.ttl_s if ttl_s is None else ttl_s
+        ttls = ttls or {}
         start = time.perf_counter()
         for key, value in items.items():
-            self.l1.set(key, value, ttl)
+            self.l1.set(key, value, ttls.get(key, ttl))
         self._observer.cache_latency("l1", "set", time.perf_counter() - start)
         if l2 and self.l2 is not None:
             with contextlib.suppress(L2UnavailableError):
-                await self.l2.set_many(items, ttl)
+                await self.l2.set_many(items, ttl, ttls)
 
     def details(self) -> dict[str, Any]:
         return {

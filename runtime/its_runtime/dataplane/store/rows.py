@@ -41,6 +41,8 @@ class EventRow(NamedTuple):
     track_id: int
     speed_kmh: float | None
     frame_seq: int
+    #: The runtime pod that analysed the frame (its POD_NAME); '' before migration 3.
+    replica: str
 
     @classmethod
     def new(
@@ -56,6 +58,7 @@ class EventRow(NamedTuple):
         track_id: int,
         speed_kmh: float | None,
         frame_seq: int,
+        replica: str = "",
     ) -> EventRow:
         """A row with a fresh idempotency key (time-prefixed by ``ts``)."""
         return cls(
@@ -70,10 +73,12 @@ class EventRow(NamedTuple):
             track_id=track_id,
             speed_kmh=speed_kmh,
             frame_seq=frame_seq,
+            replica=replica,
         )
 
     @classmethod
     def from_journal(cls, r: Sequence[Any]) -> EventRow:
+        # Records journalled before the replica column have 11 fields.
         return cls(
             event_key=uuid.UUID(hex=r[0]),
             camera=str(r[1]),
@@ -86,6 +91,7 @@ class EventRow(NamedTuple):
             track_id=int(r[8]),
             speed_kmh=None if r[9] is None else float(r[9]),
             frame_seq=int(r[10]),
+            replica=str(r[11]) if len(r) > 11 else "",
         )
 
     def as_copy_tuple(self) -> tuple[Any, ...]:
@@ -108,6 +114,8 @@ class DetectionRow(NamedTuple):
     x2: float
     y2: float
     speed_kmh: float | None
+    #: The runtime pod that analysed the frame; '' before migration 3.
+    replica: str
 
     @classmethod
     def new(
@@ -121,6 +129,7 @@ class DetectionRow(NamedTuple):
         score: float,
         box: tuple[float, float, float, float],
         speed_kmh: float | None,
+        replica: str = "",
     ) -> DetectionRow:
         """A row with a fresh idempotency key; ``box`` is (x1, y1, x2, y2)."""
         x1, y1, x2, y2 = box
@@ -137,6 +146,7 @@ class DetectionRow(NamedTuple):
             x2=x2,
             y2=y2,
             speed_kmh=speed_kmh,
+            replica=replica,
         )
 
     @classmethod
@@ -154,6 +164,7 @@ class DetectionRow(NamedTuple):
             x2=float(r[9]),
             y2=float(r[10]),
             speed_kmh=None if r[11] is None else float(r[11]),
+            replica=str(r[12]) if len(r) > 12 else "",
         )
 
     def as_copy_tuple(self) -> tuple[Any, ...]:

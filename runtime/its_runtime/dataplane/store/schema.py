@@ -15,6 +15,8 @@ Design of the tables:
   for ``/counts``; coarser intervals are sums of these buckets. It is maintained in
   the same transaction as the events, from the rows actually inserted, so a replayed
   duplicate never counts twice.
+* ``replica`` (migration 3) on events and detections: the runtime pod that analysed
+  the frame, so a count can be traced to the replica that held the camera then.
 """
 
 from __future__ import annotations
@@ -91,6 +93,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             n           bigint NOT NULL,
             PRIMARY KEY (camera, bucket, kind, line, direction, class_name)
         );
+        """,
+    ),
+    Migration(
+        3,
+        "the replica that produced each row",
+        """
+        ALTER TABLE traffic_events ADD COLUMN replica text NOT NULL DEFAULT '';
+        ALTER TABLE detections ADD COLUMN replica text NOT NULL DEFAULT '';
         """,
     ),
 )
