@@ -87,7 +87,10 @@ class DataPlane:
             log.warning("database disabled: environment variable %s is not set", db.dsn_env)
         if dsn:
             self.database = database.Database(dsn, db, observer=observers.store)
-            self.journal = journal.Journal(pathlib.Path(db.journal_dir), db.journal_max_bytes)
+            # Each pod's journal is its own directory under the (shared) journal root.
+            self.journal = journal.Journal(
+                pathlib.Path(db.journal_dir) / self.replica, db.journal_max_bytes
+            )
             self.writer = writer.RowWriter(self.database, self.journal, db)
         shape = config.model.input_shape
 
