@@ -91,6 +91,11 @@ class Replica:
         with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
             return json.load(resp)
 
+    def text(self, path: str, timeout: float = 3.0) -> str:
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
+            body: bytes = resp.read()
+        return body.decode()
+
     def ownership(self) -> dict[str, Any] | None:
         """``/v1/ownership``, or None while the process does not answer."""
         try:
