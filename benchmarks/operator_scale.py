@@ -237,7 +237,7 @@ def main() -> int:
         core.delete_namespace(ns)
 
     non_peering = creation_writes  # kopf's keep-alives have their own user agent
-    children = 6  # ConfigMap, PVC, Service, Deployment, PDB, NetworkPolicy
+    children = 9  # ConfigMap, PVC, Service, Deployment, PDB, NetworkPolicy, SA, Role, RoleBinding
     result = {
         "benchmark": "operator_scale",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

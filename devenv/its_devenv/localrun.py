@@ -108,8 +108,22 @@ def _secret_value(c: devcluster.Cluster, namespace: str, name: str, key: str) ->
     return base64.b64decode(secret["data"][key]).decode()
 
 
-def pod_env(c: devcluster.Cluster, namespace: str, container: dict[str, Any]) -> dict[str, str]:
-    """Resolve a container's env as the kubelet would (values, Secret and ConfigMap refs)."""
+def pod_env(
+    c: devcluster.Cluster,
+    namespace: str,
+    container: dict[str, Any],
+    *,
+    pod_name: str | None = None,
+    deployment_name: str | None = None,
+) -> dict[str, str]:
+    """Resolve a container's env as the kubelet would (values, Secret and ConfigMap refs,
+    the downward API's ``metadata.name`` and ``metadata.namespace``).
+
+    ``pod_name`` is the pod this process plays (each replica needs its own: it is the
+    holder of its membership Lease); unset, ``<deployment_name>-local`` (the
+    container's name when no deployment is named)."""
+    name = pod_name or f"{deployment_name or container.get('name', 'pod')}-local"
+    fields = {"metadata.name": name, "metadata.namespace": namespace}
     env: dict[str, str] = {}
     for item in container.get("env", []):
         if "value" in item:
@@ -125,8 +139,8 @@ def pod_env(c: devcluster.Cluster, namespace: str, container: dict[str, Any]) ->
                 c.kubectl("get", "configmap", r["name"], "-n", namespace, "-o", "json").stdout
             )
             env[item["name"]] = cm["data"][r["key"]]
-        elif "fieldRef" in ref and ref["fieldRef"]["fieldPath"] == "metadata.namespace":
-            env[item["name"]] = namespace
+        elif "fieldRef" in ref and ref["fieldRef"]["fieldPath"] in fields:
+            env[item["name"]] = fields[ref["fieldRef"]["fieldPath"]]
     return env
 
 

@@ -29,7 +29,7 @@ import prometheus_client
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from its_operator.handlers import kube, leadership, registration
+from its_operator.handlers import camera_leases, kube, leadership, registration
 
 logger = logging.getLogger("its_operator")
 WATCH_SERVER_TIMEOUT_S = 270
@@ -67,10 +67,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--coalesce-ms", type=float, default=200.0, help="fold a pipeline's events within this"
     )
+    ap.add_argument(
+        "--lease-poll-seconds",
+        type=float,
+        default=camera_leases.POLL_SECONDS,
+        help="how often the runtime's membership Leases are listed (status.cameras)",
+    )
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     if args.workers < 1:
         ap.error("--workers must be at least 1")
+    if args.lease_poll_seconds <= 0:
+        ap.error("--lease-poll-seconds must be positive")
     if args.peering_lifetime < 10:
         ap.error("--peering-lifetime must be at least 10 seconds")
     return args
@@ -148,6 +156,7 @@ async def run(args: argparse.Namespace) -> None:
         peering_name=None if args.standalone else args.peering_name,
         identity=identity,
         priority=priority,
+        lease_poll_seconds=args.lease_poll_seconds,
     )
     settings = settings_for(args, priority)
     operator = registration.Operator(client, options)

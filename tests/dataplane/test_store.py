@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import re
 import pathlib
+import re
 import time
 
 import asyncpg

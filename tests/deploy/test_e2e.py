@@ -106,7 +106,7 @@ def test_sample_reaches_ready_with_the_operator_running_as_its_service_account(
 
     table = c.kubectl("get", "ap", "-n", namespace).stdout
     header = table.splitlines()[0].split()
-    assert header == ["NAME", "READY", "REASON", "REPLICAS", "CACHE", "AGE"], table
+    assert header == ["NAME", "READY", "REASON", "REPLICAS", "CAMERAS", "CACHE", "AGE"], table
     row = table.splitlines()[1].split()
     assert row[0] == name
     assert row[1] == "True"

@@ -48,6 +48,12 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "description": "Ready/desired runtime pods.",
     },
     {
+        "name": "Cameras",
+        "type": "string",
+        "jsonPath": ".status.cameras.summary",
+        "description": "Cameras a live replica analyses / cameras in the spec.",
+    },
+    {
         "name": "Cache",
         "type": "string",
         "jsonPath": ".status.engineCache.phase",

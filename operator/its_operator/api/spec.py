@@ -16,12 +16,13 @@ The spec is split by topic, one module per top-level field group (``spec_runtime
 ``spec_storage``, ``spec_autoscaling``, ``spec_rollout``, ``spec_backends``,
 ``spec_network``) over the shared grammars in ``spec_fields``. This module keeps the
 root model, because the rules that span groups (replicas vs. autoscaling, a
-ReadWriteOnce cache vs. more than one replica, the model file vs. its volume) can
-only be written where all groups are visible.
+ReadWriteOnce cache or journal vs. more than one replica, the model file vs. its
+volume) can only be written where all groups are visible.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Self
 
 from pydantic import ConfigDict, Field, model_validator
@@ -38,6 +39,20 @@ from its_operator.api import (
 )
 from its_runtime import config as rc
 
+#: Cameras per pipeline: what the design is measured for (ConfigMap < 1 MiB, status
+#: bounded, the API server's CEL cost budget); tests/operator/unit/test_camera_sharing.py.
+MAX_CAMERAS = 1000
+
+
+#: CEL: the spec never runs more than one replica (fixed count, or the HPA's maximum
+#: raised to the replica floor, ``max_replicas``).
+_ONE_REPLICA = (
+    "((!has(self.runtime.replicas) || self.runtime.replicas <= 1) && "
+    "(!has(self.autoscaling) || !self.autoscaling.enabled || "
+    "(self.autoscaling.maxReplicas <= 1 && (!has(self.cameras) || "
+    "size(self.cameras) <= self.runtime.maxCamerasPerReplica))))"
+)
+
 
 class AnalyticsPipelineSpec(base.CrModel):
     model_config = ConfigDict(
@@ -52,13 +67,17 @@ class AnalyticsPipelineSpec(base.CrModel):
                 ),
                 base.cel(
                     "!has(self.engineCache) || !self.engineCache.enabled || "
-                    "self.engineCache.accessMode == 'ReadWriteMany' || "
-                    "((!has(self.runtime.replicas) || self.runtime.replicas <= 1) && "
-                    "(!has(self.autoscaling) || !self.autoscaling.enabled || "
-                    "self.autoscaling.maxReplicas <= 1))",
+                    "self.engineCache.accessMode == 'ReadWriteMany' || " + _ONE_REPLICA,
                     "engineCache.accessMode ReadWriteOnce serves one replica; use ReadWriteMany "
                     "(or engineCache.enabled false) for more replicas",
                     ".engineCache.accessMode",
+                ),
+                base.cel(
+                    "!has(self.journal) || !self.journal.enabled || "
+                    "self.journal.accessMode == 'ReadWriteMany' || " + _ONE_REPLICA,
+                    "journal.accessMode ReadWriteOnce serves one replica; use ReadWriteMany "
+                    "(or journal.enabled false) for more replicas",
+                    ".journal.accessMode",
                 ),
                 base.cel(
                     "!has(self.modelVolume) || "
@@ -86,14 +105,20 @@ class AnalyticsPipelineSpec(base.CrModel):
         default_factory=spec_storage.EngineCacheSpec,
         description="PVC that keeps compiled engines across restarts.",
     )
+    journal: spec_storage.JournalSpec = Field(
+        default_factory=spec_storage.JournalSpec,
+        description="Where rows wait while PostgreSQL is down; shared, a deleted pod's "
+        "rows survive it.",
+    )
     autoscaling: spec_autoscaling.AutoscalingSpec = Field(
         default_factory=spec_autoscaling.AutoscalingSpec,
         description="HorizontalPodAutoscaler settings.",
     )
     cameras: list[rc.CameraConfig] = Field(
         default_factory=list,
-        max_length=64,
-        description="Camera streams to analyse, with counting lines and regions.",
+        max_length=MAX_CAMERAS,
+        description="Camera streams to analyse, with counting lines and regions. Each "
+        "camera is analysed by exactly one runtime replica (see runtime.cameraLease).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     cache: spec_backends.CacheSpec | None = Field(
@@ -135,6 +160,15 @@ class AnalyticsPipelineSpec(base.CrModel):
                 "engineCache.accessMode ReadWriteOnce serves one replica; use ReadWriteMany "
                 "(or engineCache.enabled false) for more replicas"
             )
+        if (
+            self.journal.enabled
+            and self.journal.access_mode is spec_storage.AccessMode.READ_WRITE_ONCE
+            and self.max_replicas > 1
+        ):
+            raise ValueError(
+                "journal.accessMode ReadWriteOnce serves one replica; use ReadWriteMany "
+                "(or journal.enabled false) for more replicas"
+            )
         if self.model_volume is not None and not self.model.path.startswith(
             self.model_volume.mount_path + "/"
         ):
@@ -147,10 +181,21 @@ class AnalyticsPipelineSpec(base.CrModel):
 
     @property
     def max_replicas(self) -> int:
-        """The most replicas this spec can run (HPA maximum, or the fixed count)."""
+        """The most replicas this spec can run (HPA maximum, raised to the replica
+        floor, or the fixed count)."""
         if self.autoscaling.enabled:
-            return self.autoscaling.max_replicas
+            return max(self.autoscaling.max_replicas, self.replica_floor)
+        return self.replicas
+
+    @property
+    def replicas(self) -> int:
+        """The fixed replica count (autoscaling off; unset means 1)."""
         return 1 if self.runtime.replicas is None else self.runtime.replicas
+
+    @property
+    def replica_floor(self) -> int:
+        """Fewest replicas that can hold every camera: ceil(cameras / capacity)."""
+        return math.ceil(len(self.cameras) / self.runtime.max_cameras_per_replica)
 
     def engine_cache_bytes(self) -> int:
         return int(quantities.parse(self.engine_cache.size))

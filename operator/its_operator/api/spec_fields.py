@@ -40,9 +40,15 @@ FreeForm = Annotated[
 ]
 
 
-def runtime_field(model: type[BaseModel], name: str) -> Any:
-    """Reuse a runtime config field (type bounds, default, description) in a CR model."""
-    return copy.copy(model.model_fields[name])
+def runtime_field(model: type[BaseModel], name: str, *, description: str | None = None) -> Any:
+    """Reuse a runtime config field (type bounds, default, description) in a CR model.
+
+    The CR field may have another name (its camelCase key comes from the CR model's
+    own alias generator) and a description written for the CR's reader."""
+    field = copy.copy(model.model_fields[name])
+    if description is not None:
+        field.description = description
+    return field
 
 
 class SecretKeyRef(base.CrModel):

@@ -16,8 +16,13 @@ from pydantic import ConfigDict, Field, model_validator
 from its_operator.api import base, spec_fields
 from its_runtime import config as rc
 
-#: Environment variables the operator itself sets from ``database``/``cache``.
-RESERVED_ENV = (rc.DATABASE_DSN_ENV, rc.REDIS_URL_ENV)
+#: Environment variables the operator itself sets from ``database``/``cache``, and the
+#: pod's identity (downward API): an override would give two replicas one Lease holder.
+RESERVED_ENV = (rc.DATABASE_DSN_ENV, rc.REDIS_URL_ENV, rc.POD_NAME_ENV, rc.POD_NAMESPACE_ENV)
+_RESERVED_WHY = (
+    "(the first two come from spec.database and spec.cache, the others are the pod's "
+    "identity, from the downward API)"
+)
 
 
 class ConfigMapKeyRef(base.CrModel):
@@ -73,8 +78,9 @@ class EnvVar(base.CrModel):
                 base.cel(
                     " && ".join(f"self.name != '{n}'" for n in RESERVED_ENV),
                     "runtime.env[].name: "
-                    + " and ".join(RESERVED_ENV)
-                    + " are reserved (set them through spec.database and spec.cache)",
+                    + ", ".join(RESERVED_ENV)
+                    + " are reserved "
+                    + _RESERVED_WHY,
                     ".name",
                 ),
             ]
@@ -99,8 +105,10 @@ class EnvVar(base.CrModel):
             raise ValueError("runtime.env[] sets value or valueFrom, not both")
         if self.name in RESERVED_ENV:
             raise ValueError(
-                f"runtime.env[].name: {self.name} is reserved "
-                "(set it through spec.database and spec.cache)"
+                f"runtime.env[].name: {self.name} is reserved: "
+                + ", ".join(RESERVED_ENV)
+                + " are reserved "
+                + _RESERVED_WHY
             )
         return self
 
@@ -151,6 +159,52 @@ class ImagePullPolicy(enum.StrEnum):
     NEVER = "Never"
 
 
+class CameraLeaseSpec(base.CrModel):
+    """How replicas share cameras: each keeps one membership Lease (``coordination.k8s.io``)
+    and the cameras follow the live members. Bounds and defaults are the runtime's own
+    (``its_runtime.config.ScaleOutConfig``): a killed replica's cameras resume elsewhere
+    within ``durationSeconds + renewPeriodSeconds`` (default 12 s)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                base.cel(
+                    "self.durationSeconds > 2 * self.renewPeriodSeconds",
+                    "runtime.cameraLease.durationSeconds must exceed twice renewPeriodSeconds",
+                    ".durationSeconds",
+                )
+            ]
+        }
+    )
+
+    duration_seconds: int = spec_fields.runtime_field(
+        rc.ScaleOutConfig,
+        "lease_duration_seconds",
+        description="A replica that stops renewing its Lease (killed, stalled, cut off) "
+        "loses its cameras after this long; it stops them itself before that. Must "
+        "exceed twice renewPeriodSeconds.",
+    )
+    renew_period_seconds: int = spec_fields.runtime_field(
+        rc.ScaleOutConfig,
+        "renew_period_seconds",
+        description="How often each replica renews its Lease and re-reads the members "
+        "(one Lease write per replica per period, whatever the number of cameras).",
+    )
+
+    @model_validator(mode="after")
+    def _lease_outlasts_renewals(self) -> Self:
+        if self.duration_seconds <= 2 * self.renew_period_seconds:
+            raise ValueError(
+                "runtime.cameraLease.durationSeconds must exceed twice renewPeriodSeconds"
+            )
+        return self
+
+    @property
+    def failover_bound_seconds(self) -> int:
+        """The longest a killed replica's cameras go unanalysed."""
+        return self.duration_seconds + self.renew_period_seconds
+
+
 class RuntimeSpec(base.CrModel):
     image: str = Field(..., min_length=1, max_length=512, description="Runtime container image.")
     image_pull_policy: ImagePullPolicy = Field(
@@ -182,7 +236,22 @@ class RuntimeSpec(base.CrModel):
         None, max_length=253, description="PriorityClass of the pods."
     )
     service_account_name: spec_fields.ResourceName | None = Field(
-        None, description="ServiceAccount of the pods (unset: the namespace's default)."
+        None,
+        description="ServiceAccount of the pods (unset: the operator creates "
+        "<pipeline>-runtime). Either way the operator binds it, in this namespace only, "
+        "to a Role for the membership Leases (coordination.k8s.io leases), nothing else.",
+    )
+    max_cameras_per_replica: int = spec_fields.runtime_field(
+        rc.ScaleOutConfig,
+        "max_cameras_per_replica",
+        description="Most cameras one replica analyses. Cameras that fit nowhere stay "
+        "unassigned (status.cameras); the replica floor is ceil(cameras / this): with "
+        "autoscaling the HPA's minReplicas is raised to it, without it Ready is False "
+        "(InsufficientCapacity) while runtime.replicas is below it.",
+    )
+    camera_lease: CameraLeaseSpec = Field(
+        default_factory=CameraLeaseSpec,
+        description="Membership Lease timing: how fast cameras move off a failed replica.",
     )
     env: list[EnvVar] = Field(
         default_factory=list,

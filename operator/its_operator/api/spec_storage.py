@@ -1,4 +1,4 @@
-"""``spec.engineCache`` and ``spec.modelVolume``: the volumes the runtime pods mount.
+"""``spec.engineCache``, ``spec.journal`` and ``spec.modelVolume``: the pods' volumes.
 
 Both are PersistentVolumeClaims, and a claim cannot do what a Deployment can (shrink,
 change its class or access mode), so the CEL transition rules (``oldSelf``) that
@@ -74,3 +74,52 @@ class ModelVolume(base.CrModel):
         "/models", pattern=r"^/", max_length=512, description="Where the claim is mounted."
     )
     sub_path: str | None = Field(None, max_length=512, description="Sub-path inside the claim.")
+
+
+class JournalSpec(base.CrModel):
+    """Where the runtime spools rows while PostgreSQL is down.
+
+    Disabled: an emptyDir per pod, so rows spooled by a pod that is deleted (a
+    rollout, a scale-down, an eviction) before the database is back are lost (and
+    counted). Enabled: one claim shared by every replica, mounted at the journal
+    root; each pod keeps its journal in ``<root>/<pod>/`` and a surviving or
+    replacement pod adopts and replays a deleted pod's journal under its file lock
+    (``its_runtime.dataplane.store.adoption``). More than one replica needs
+    ReadWriteMany, on a file system whose ``flock`` works across nodes (CephFS,
+    NFSv4). The claim is owned by the pipeline: deleting the pipeline deletes it."""
+
+    enabled: bool = Field(
+        False, description="Keep the journal on a claim shared by all replicas (false: emptyDir)."
+    )
+    size: spec_fields.Quantity = Field(
+        "4Gi",
+        description="PVC size; it may only grow. Holds up to one full journal (256Mi) per replica.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                base.cel(
+                    "quantity(self).compareTo(quantity(oldSelf)) >= 0",
+                    "journal.size may only grow (a PersistentVolumeClaim cannot shrink)",
+                )
+            ]
+        },
+    )
+    storage_class_name: str | None = Field(
+        None,
+        max_length=253,
+        description="StorageClass of the PVC (unset: the cluster default). Immutable.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                base.cel("self == oldSelf", "journal.storageClassName is immutable")
+            ]
+        },
+    )
+    access_mode: AccessMode = Field(
+        AccessMode.READ_WRITE_MANY,
+        description="ReadWriteMany (shared by replicas; the default) or ReadWriteOnce "
+        "(one replica). Immutable.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                base.cel("self == oldSelf", "journal.accessMode is immutable")
+            ]
+        },
+    )

@@ -74,6 +74,47 @@ class EngineCacheStatus(base.CrModel):
     capacity: str | None = Field(None, description="Bound capacity.")
 
 
+#: Bounds that keep ``status.cameras`` small for any pipeline (1,000 cameras included).
+UNASSIGNED_NAMES_MAX = 50
+HOLDERS_MAX_CAMERAS = 64
+MEMBERS_MAX = 200
+
+
+class CameraMember(base.CrModel):
+    name: str = Field(..., max_length=253, description="The replica's pod (its Lease holder).")
+    capacity: int = Field(0, ge=0, description="Cameras it declared it can take.")
+    cameras: int = Field(0, ge=0, description="Cameras it holds now.")
+
+
+class CamerasStatus(base.CrModel):
+    """Who analyses which camera, as every replica computes it from the live membership
+    Leases (a Lease is live while renewTime + leaseDurationSeconds is in the future, by
+    the operator's clock). Bounded: per-camera holders only for small pipelines."""
+
+    total: int = Field(0, ge=0, description="Cameras in the spec.")
+    assigned: int = Field(0, ge=0, description="Cameras a live replica holds.")
+    unassigned: int = Field(0, ge=0, description="Cameras no live replica has room for.")
+    summary: str = Field("0/0", max_length=32, description="assigned/total, for kubectl get.")
+    replicas_needed: int = Field(
+        0, ge=0, description="ceil(total / runtime.maxCamerasPerReplica): the replica floor."
+    )
+    unassigned_names: list[str] = Field(
+        default_factory=list,
+        max_length=UNASSIGNED_NAMES_MAX,
+        description=f"The first {UNASSIGNED_NAMES_MAX} unassigned cameras, by name.",
+    )
+    members: list[CameraMember] = Field(
+        default_factory=list,
+        max_length=MEMBERS_MAX,
+        description=f"Live replicas (the first {MEMBERS_MAX} by name) and their load.",
+    )
+    holders: dict[str, str] | None = Field(
+        None,
+        max_length=HOLDERS_MAX_CAMERAS,
+        description=f"camera -> replica, only while total <= {HOLDERS_MAX_CAMERAS}.",
+    )
+
+
 class PipelineStatus(base.CrModel):
     observed_generation: int = Field(
         0, ge=0, description="metadata.generation of the spec the status describes."
@@ -91,3 +132,6 @@ class PipelineStatus(base.CrModel):
     engine_cache: EngineCacheStatus | None = Field(None, description="Engine cache claim.")
     endpoint: str | None = Field(None, description="In-cluster URL of the runtime Service.")
     monitoring: MonitoringStatus | None = Field(None, description="ServiceMonitor state.")
+    cameras: CamerasStatus | None = Field(
+        None, description="Camera assignment across the runtime replicas."
+    )

@@ -1,8 +1,10 @@
 """The full desired set of children for one pipeline, in apply order.
 
-Order matters only for a first start: the ConfigMap and the PVC exist before the
-Deployment's pods look for them, and the Deployment before its HPA. Each child is
-stamped (``meta.stamp``) with the hash the handlers compare against.
+Order matters only for a first start: the ConfigMap, the PVC and the runtime's
+ServiceAccount exist before the Deployment's pods look for them, the Role before the
+RoleBinding that refers to it (RBAC checks a binding against the Role's rules), and
+the Deployment before its HPA. Each child is stamped (``meta.stamp``) with the hash
+the handlers compare against.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from its_operator.builders import (
     networkpolicy,
     pdb,
     pvc,
+    rbac,
     service,
     servicemonitor,
 )
@@ -27,6 +30,9 @@ KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "ConfigMap"),
     ("v1", "PersistentVolumeClaim"),
     ("v1", "Service"),
+    ("v1", "ServiceAccount"),
+    (rbac.API_VERSION, "Role"),
+    (rbac.API_VERSION, "RoleBinding"),
     ("apps/v1", "Deployment"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("policy/v1", "PodDisruptionBudget"),
@@ -49,7 +55,13 @@ def desired(p: resource.Pipeline, observed: Observed) -> list[meta.Manifest]:
     out = [cm]
     if spec.engine_cache.enabled:
         out.append(pvc.build(p))
+    if spec.journal.enabled:
+        out.append(pvc.journal(p))
     out.append(service.build(p))
+    account = rbac.service_account(p)
+    if account is not None:
+        out.append(account)
+    out += [rbac.role(p), rbac.role_binding(p)]
     out.append(
         deployment.build(
             p, config_hash=configmap.config_hash(cm), secrets_version=observed.secrets_version

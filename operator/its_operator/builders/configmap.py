@@ -3,11 +3,16 @@
 The file is ``its_runtime.config.RuntimeConfig`` itself (the format both parts share),
 so what the runtime parses at start is exactly what the operator validated. Secret
 values never appear in it: the file names the environment variables that the
-Deployment fills from Secrets. Its hash goes on the pod template, so a config change
-rolls the pods.
+Deployment fills from Secrets. ``scaleOut`` tells the replicas to share the cameras
+(the Leases carry the pipeline's name as a label; timing and capacity come from the
+spec). Its hash goes on the pod template, so a config change rolls the pods.
 """
 
 from __future__ import annotations
+
+import collections
+import hashlib
+import threading
 
 from its_operator.api import resource
 from its_operator.builders import meta
@@ -47,7 +52,46 @@ def runtime_config(p: resource.Pipeline) -> rc.RuntimeConfig:
         gpu=spec.gpu,
         slo=spec.slo,
         server=rc.ServerConfig(),
+        scale_out=scale_out(p),
     )
+
+
+def scale_out(p: resource.Pipeline) -> rc.ScaleOutConfig:
+    """Replicas share the cameras through membership Leases labelled with the pipeline."""
+    rt = p.spec.runtime
+    return rc.ScaleOutConfig(
+        enabled=True,
+        pipeline=p.name,
+        lease_duration_seconds=rt.camera_lease.duration_seconds,
+        renew_period_seconds=rt.camera_lease.renew_period_seconds,
+        max_cameras_per_replica=rt.max_cameras_per_replica,
+    )
+
+
+#: Rendered files by a digest of their content: YAML rendering is slow in Python
+#: (about 2 s for 1,000 cameras with lines and regions, against 25 ms for the JSON
+#: the digest is taken of), and an unchanged spec renders on every reconcile.
+_RENDERED: collections.OrderedDict[str, str] = collections.OrderedDict()
+_RENDERED_MAX = 32
+_LOCK = threading.Lock()  # reconciles render in worker threads
+
+
+def render(config: rc.RuntimeConfig) -> str:
+    """``config.to_yaml()``, remembered for the last few distinct configs."""
+    digest = hashlib.sha256(
+        config.model_dump_json(by_alias=True, exclude_none=True).encode()
+    ).hexdigest()
+    with _LOCK:
+        text = _RENDERED.get(digest)
+        if text is not None:
+            _RENDERED.move_to_end(digest)
+            return text
+    text = config.to_yaml()
+    with _LOCK:
+        _RENDERED[digest] = text
+        while len(_RENDERED) > _RENDERED_MAX:
+            _RENDERED.popitem(last=False)
+    return text
 
 
 def build(p: resource.Pipeline) -> meta.Manifest:
@@ -55,7 +99,7 @@ def build(p: resource.Pipeline) -> meta.Manifest:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": meta.metadata(p, meta.configmap_name(p)),
-        "data": {rc.CONFIGMAP_KEY: runtime_config(p).to_yaml()},
+        "data": {rc.CONFIGMAP_KEY: render(runtime_config(p))},
     }
 
 

@@ -12,8 +12,10 @@ Choices that matter in production, each fixing a complaint about GPU operators:
 * The pod template carries the config hash and the referenced Secrets' versions,
   so a config change or a rotated Secret rolls the pods.
 * Restricted Pod Security: non-root, no privilege escalation, all capabilities
-  dropped, RuntimeDefault seccomp, read-only root filesystem (writable emptyDirs for
-  /tmp and the event journal), no service-account token (the runtime needs no API).
+  dropped, RuntimeDefault seccomp, read-only root filesystem (writable: an emptyDir
+  for /tmp, and the event journal, a claim shared by the replicas or an emptyDir).
+  The token mounted is that of the pipeline's own ServiceAccount, whose Role allows
+  only the membership Leases (``builders.rbac``).
 """
 
 from __future__ import annotations
@@ -38,8 +40,13 @@ DRAIN_MARGIN_S = 15
 def _env(p: resource.Pipeline) -> list[dict[str, Any]]:
     spec = p.spec
     env: list[dict[str, Any]] = [
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        # The pod's identity (downward API): its membership Lease holder, and where
+        # the Leases live.
+        {"name": rc.POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {
+            "name": rc.POD_NAMESPACE_ENV,
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        },
         {"name": "HOME", "value": "/tmp"},
     ]
     if spec.database is not None:
@@ -77,6 +84,17 @@ def _resources(r: spec_runtime.ResourcesSpec) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
+def _journal_volume(p: resource.Pipeline) -> dict[str, Any]:
+    """The journal root: shared by all replicas when enabled (each pod writes its own
+    ``<root>/<pod>/`` and adopts those of deleted pods), else one emptyDir per pod."""
+    if p.spec.journal.enabled:
+        return {
+            "name": "journal",
+            "persistentVolumeClaim": {"claimName": meta.journal_claim_name(p)},
+        }
+    return {"name": "journal", "emptyDir": {}}
+
+
 def _volumes(p: resource.Pipeline) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     spec = p.spec
     volumes: list[dict[str, Any]] = [
@@ -88,7 +106,7 @@ def _volumes(p: resource.Pipeline) -> tuple[list[dict[str, Any]], list[dict[str,
             },
         },
         {"name": "tmp", "emptyDir": {}},
-        {"name": "journal", "emptyDir": {}},
+        _journal_volume(p),
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
@@ -169,7 +187,9 @@ def build(p: resource.Pipeline, *, config_hash: str, secrets_version: str = "") 
             "fsGroup": RUN_AS,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "automountServiceAccountToken": False,
+        # The runtime's own account (builders.rbac): only its membership Leases.
+        "serviceAccountName": meta.runtime_service_account(p),
+        "automountServiceAccountToken": True,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": int(
             rc.ServerConfig.model_fields["drain_timeout_s"].default + DRAIN_MARGIN_S
@@ -185,8 +205,6 @@ def build(p: resource.Pipeline, *, config_hash: str, secrets_version: str = "") 
         pod_spec["affinity"] = rt.affinity
     if rt.priority_class_name:
         pod_spec["priorityClassName"] = rt.priority_class_name
-    if rt.service_account_name:
-        pod_spec["serviceAccountName"] = rt.service_account_name
     if rt.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": n} for n in rt.image_pull_secrets]
     template_annotations = {meta.CONFIG_HASH: config_hash}

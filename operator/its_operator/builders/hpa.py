@@ -11,6 +11,11 @@ prometheus-adapter) that exposes these names per pod:
 * ``p99LatencyMs`` -> Pods ``its_latency_p99_ms``.
 
 Raw ``metrics`` entries are appended unchanged: the escape hatch for anything else.
+
+``minReplicas`` is at least the replica floor, ``ceil(cameras /
+runtime.maxCamerasPerReplica)`` (and ``maxReplicas`` at least that), so the HPA can
+never scale below what holds every camera; the operator still leaves the Deployment's
+``replicas`` to the HPA.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ def metrics(p: resource.Pipeline) -> list[dict[str, Any]]:
 
 def build(p: resource.Pipeline) -> meta.Manifest:
     a = p.spec.autoscaling
+    # Never fewer replicas than can hold every camera (the HPA keeps owning replicas).
+    min_replicas = max(a.min_replicas, p.spec.replica_floor)
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -64,8 +71,8 @@ def build(p: resource.Pipeline) -> meta.Manifest:
                 "kind": "Deployment",
                 "name": meta.deployment_name(p),
             },
-            "minReplicas": a.min_replicas,
-            "maxReplicas": a.max_replicas,
+            "minReplicas": min_replicas,
+            "maxReplicas": max(a.max_replicas, min_replicas),
             "metrics": metrics(p),
             "behavior": a.behavior if a.behavior is not None else DEFAULT_BEHAVIOR,
         },

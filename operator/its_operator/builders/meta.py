@@ -53,6 +53,20 @@ def engine_cache_claim_name(p: resource.Pipeline) -> str:
     return f"{p.name}-engine-cache"
 
 
+def journal_claim_name(p: resource.Pipeline) -> str:
+    return f"{p.name}-journal"
+
+
+def runtime_identity_name(p: resource.Pipeline) -> str:
+    """The runtime's ServiceAccount (unless the spec names one), Role and RoleBinding."""
+    return f"{p.name}-runtime"
+
+
+def runtime_service_account(p: resource.Pipeline) -> str:
+    """The ServiceAccount the runtime pods run as."""
+    return p.spec.runtime.service_account_name or runtime_identity_name(p)
+
+
 def selector_labels(p: resource.Pipeline) -> dict[str, str]:
     """The immutable Deployment selector: never add to it."""
     return {LABEL_NAME: APP_NAME, LABEL_INSTANCE: p.name}

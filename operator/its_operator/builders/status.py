@@ -10,9 +10,10 @@ not parse) outrank the Deployment's view.
 
 ``lastTransitionTime`` moves only when a condition's status flips, so an unchanged
 world renders a byte-identical status and the handlers write nothing. The function
-also returns the transitions worth an Event: into and out of Degraded, and Ready
-falling from True. The normal path (created, then Ready) posts none, which keeps a
-new pipeline's API writes to its children plus two status updates.
+also returns the transitions worth an Event: into and out of Degraded, Ready
+falling from True, and cameras moving between replicas (:mod:`cameras`). The normal
+path (created, then Ready) posts none, which keeps a new pipeline's API writes to its
+children plus two status updates.
 """
 
 from __future__ import annotations
@@ -23,18 +24,13 @@ from typing import Any
 
 from its_operator.api import resource
 from its_operator.api import status as st
+from its_operator.builders import cameras as cameras_builder
+from its_operator.builders.findings import Problem, Transition
+
+__all__ = ["Observation", "Problem", "Transition", "compute"]
 
 READY, PROGRESSING, DEGRADED = (c.value for c in st.ConditionType)
 TRUE, FALSE = st.ConditionStatus.TRUE.value, st.ConditionStatus.FALSE.value
-
-
-@dataclasses.dataclass(frozen=True)
-class Problem:
-    """Something the operator found wrong; ``blocking`` problems make Ready False."""
-
-    reason: str
-    message: str
-    blocking: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,15 +46,10 @@ class Observation:
     #: Why pods do not run, from their PodScheduled/ContainersReady conditions.
     pod_cause: str | None = None
     paused: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class Transition:
-    """A condition flip worth a Kubernetes Event."""
-
-    type: str  # "Normal" or "Warning"
-    reason: str
-    message: str
+    #: ``status.cameras`` from the live Leases; None: not known yet (keep the stored one).
+    cameras: Mapping[str, Any] | None = None
+    #: Holders whose Lease is there but expired (for the failover Event).
+    expired_members: frozenset[str] = frozenset()
 
 
 def _deployment_conditions(d: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
@@ -209,7 +200,20 @@ def compute(
         status["endpoint"] = o.endpoint
     if o.service_monitor is not None:
         status["monitoring"] = {"serviceMonitor": o.service_monitor.value}
-    return status, _transitions(prev_conditions, ready_c, degraded_c)
+    transitions = _transitions(prev_conditions, ready_c, degraded_c)
+    previous_cameras = (previous or {}).get("cameras")
+    if o.cameras is not None:
+        status["cameras"] = dict(o.cameras)
+        if o.pipeline is not None:
+            transitions += cameras_builder.transitions(
+                previous_cameras,
+                o.cameras,
+                [c.name for c in o.pipeline.spec.cameras],
+                o.expired_members,
+            )
+    elif previous_cameras:
+        status["cameras"] = dict(previous_cameras)
+    return status, transitions
 
 
 def _transitions(

@@ -3,10 +3,11 @@
 Every write goes through server-side apply with one field manager, so "apply" is
 idempotent and a child is only sent when it is missing, its desired-hash annotation
 differs (the spec changed) or a field the operator owns was changed by someone else
-(:mod:`drift`). Writes go out in two parallel waves, config, claim and Service first
-so the workload's pods find them, which costs two round trips instead of one per
-child. Each apply response is remembered in the cache (:meth:`cache.State.remember`)
-so a reconcile that runs before the watch event arrives does not apply again.
+(:mod:`drift`). Writes go out in two parallel waves, config, claim, Service,
+ServiceAccount and Role first so the workload's pods (and the RoleBinding) find
+them, which costs two round trips instead of one per child. Each apply response is
+remembered in the cache (:meth:`cache.State.remember`) so a reconcile that runs
+before the watch event arrives does not apply again.
 
 A refused apply is not raised here: it becomes a ``<Kind>ApplyFailed`` problem so
 the status can say which child and why, and the reconciler raises after the status
@@ -33,8 +34,9 @@ from its_operator.handlers import cache, discovery, drift, kube
 
 logger = logging.getLogger(__name__)
 
-#: Kinds applied before the workload, so its pods find their config and claim.
-FIRST_WAVE = frozenset({"ConfigMap", "PersistentVolumeClaim", "Service"})
+#: Kinds applied before the workload, so its pods find their config, claim and account
+#: (and before the RoleBinding, which RBAC checks against its Role's rules).
+FIRST_WAVE = frozenset({"ConfigMap", "PersistentVolumeClaim", "Service", "ServiceAccount", "Role"})
 
 
 @dataclasses.dataclass

@@ -6,20 +6,25 @@ not: the Deployment and the engine-cache claim come from the watch caches, and w
 pods exist but do not run, the scheduler's or the kubelet's own words come from a
 Pod list. That list is the one read a reconcile may add, so it is made only when a
 pod is waiting and at most every ``POD_CAUSE_TTL_S`` per pipeline (a rollout
-triggers many reconciles; each must not become a LIST).
+triggers many reconciles; each must not become a LIST). ``status.cameras`` comes
+from the last Lease poll (:mod:`camera_leases`), also without a request, and the
+replica floor (``InsufficientCapacity``) from the spec alone.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from its_operator.api import resource
 from its_operator.api import status as st
+from its_operator.builders import cameras as cameras_builder
 from its_operator.builders import meta, service
 from its_operator.builders import status as status_builder
-from its_operator.handlers import cache, kube
+from its_operator.handlers import cache, camera_leases, kube
 
 #: Pods are listed (to say why they do not run) at most this often per pipeline.
 POD_CAUSE_TTL_S = 10.0
@@ -34,8 +39,9 @@ def invalid_spec(generation: int, error: resource.InvalidSpecError) -> status_bu
 class Diagnosis:
     """Observations of a pipeline's children, with the pod causes cached per pipeline."""
 
-    def __init__(self, client: kube.Kube) -> None:
+    def __init__(self, client: kube.Kube, leases: camera_leases.LeaseSnapshot) -> None:
         self.kube = client
+        self.leases = leases
         self._pod_causes: dict[cache.Key, tuple[float, str | None]] = {}
 
     def forget(self, key: cache.Key) -> None:
@@ -61,6 +67,17 @@ class Diagnosis:
                 self._pod_causes[key] = (time.monotonic(), pod_cause)
         else:
             self._pod_causes.pop(key, None)
+        shortage = cameras_builder.capacity_problem(p)
+        if shortage is not None:
+            problems = [*problems, shortage]
+        cameras, expired = None, frozenset[str]()
+        leases = self.leases.of(key)
+        if leases is not None:
+            view = cameras_builder.live_view(leases, datetime.datetime.now(datetime.UTC))
+            # The assignment is CPU work (~0.2 s for 1,000 cameras on 32 replicas):
+            # off the event loop, so kopf's watches and liveness keep answering.
+            cameras = await asyncio.to_thread(cameras_builder.build, p, view)
+            expired = view.expired
         return status_builder.Observation(
             pipeline=p,
             generation=generation,
@@ -72,6 +89,8 @@ class Diagnosis:
             problems=problems,
             pod_cause=pod_cause,
             paused=p.spec.paused,
+            cameras=cameras,
+            expired_members=expired,
         )
 
     async def _pod_cause(self, p: resource.Pipeline) -> str | None:

@@ -45,6 +45,10 @@ PLURALS = {
     "PodDisruptionBudget": "poddisruptionbudgets",
     "NetworkPolicy": "networkpolicies",
     "ServiceMonitor": "servicemonitors",
+    "ServiceAccount": "serviceaccounts",
+    "Role": "roles",
+    "RoleBinding": "rolebindings",
+    "Lease": "leases",
     resource.KIND: resource.PLURAL,
     "KopfPeering": "kopfpeerings",
     "ClusterKopfPeering": "clusterkopfpeerings",
@@ -192,8 +196,9 @@ class Kube:
         return out
 
     async def list(
-        self, api_version: str, kind: str, namespace: str, label_selector: str
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str
     ) -> list[dict[str, Any]]:
+        """Objects matching ``label_selector`` in ``namespace`` (None: every namespace)."""
         url = path(api_version, kind, namespace)
         out = await self._run(
             functools.partial(self._call, "GET", url, query=[("labelSelector", label_selector)])

@@ -18,13 +18,17 @@ it does, as kopf's ``reactor/`` is: :mod:`discovery` (which optional APIs exist)
 :mod:`secrets` (the referenced Secrets), :mod:`applying` (apply waves and pruning),
 :mod:`diagnosis` (child states into an observation) and :mod:`status_writing` (the
 throttled status write). The steps that keep state between reconciles (discovery,
-pod causes, last status write) are objects owned by the :class:`Reconciler`.
+pod causes, last status write, the membership Leases of :mod:`camera_leases`) are
+objects owned by the :class:`Reconciler`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from its_operator.api import resource
 from its_operator.api import status as st
@@ -33,6 +37,7 @@ from its_operator.builders import status as status_builder
 from its_operator.handlers import (
     applying,
     cache,
+    camera_leases,
     diagnosis,
     discovery,
     kube,
@@ -60,13 +65,29 @@ class Outcome:
 
 
 class Reconciler:
-    def __init__(self, client: kube.Kube, state: cache.State) -> None:
+    def __init__(
+        self, client: kube.Kube, state: cache.State, namespaces: list[str] | None = None
+    ) -> None:
         self.kube = client
         self.state = state
         self.discovery = discovery.Discovery(client)
-        self.diagnosis = diagnosis.Diagnosis(client)
+        self.leases = camera_leases.LeaseSnapshot(client, namespaces)
+        self.diagnosis = diagnosis.Diagnosis(client, self.leases)
         self.status = status_writing.StatusWriter(client)
         self.last: dict[cache.Key, Outcome] = {}
+        self._parsed: dict[cache.Key, tuple[tuple[str, int], resource.Pipeline]] = {}
+
+    async def _parse(self, key: cache.Key, body: Mapping[str, Any]) -> resource.Pipeline:
+        """The parsed pipeline; parsed again only when its uid or generation moved (the
+        spec cannot change without a new generation)."""
+        meta = body["metadata"]
+        stamp = (str(meta.get("uid")), int(meta.get("generation", 1)))
+        hit = self._parsed.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        p = await asyncio.to_thread(resource.parse, body)
+        self._parsed[key] = (stamp, p)
+        return p
 
     def _live(self, key: cache.Key) -> cache.Children:
         """kind -> name -> live child, for every kind the operator manages."""
@@ -94,12 +115,13 @@ class Reconciler:
             self.last.pop(key, None)
             self.status.forget(key)
             self.diagnosis.forget(key)
+            self._parsed.pop(key, None)
             return None  # garbage collection removes owned children
         outcome = Outcome()
         self.last[key] = outcome
         generation = int(body["metadata"].get("generation", 1))
         try:
-            p = resource.parse(body)
+            p = await self._parse(key, body)
         except resource.InvalidSpecError as exc:
             obs = diagnosis.invalid_spec(generation, exc)
             return self._record(outcome, await self.status.write(key, body, obs))
@@ -118,7 +140,9 @@ class Reconciler:
                 service_monitor_crd=sm_state is st.ServiceMonitorState.APPLIED,
                 secrets_version=found.version,
             )
-            desired = children_builder.desired(p, observed)
+            # Rendering is CPU work (a 1,000-camera config is ~0.4 MB of YAML): in a
+            # thread, so the event loop (watches, liveness) keeps answering.
+            desired = await asyncio.to_thread(children_builder.desired, p, observed)
             applied = await applying.apply_waves(self.kube, self.state, p, desired, live)
             if applied.unserved:
                 self.discovery.invalidate()  # the CRD went away: look again next time

@@ -10,7 +10,9 @@ retained PVC is simply not owned.
 Children are watched with a server-side label selector (``managed-by=its-operator``)
 so the operator neither receives nor holds other objects of those kinds; a child's
 event re-queues its pipeline (found by the ``instance`` label), which is how a
-deleted or edited child is repaired within about a second.
+deleted or edited child is repaired within about a second. The runtime's membership
+Leases are the exception: they change every few seconds and are polled instead
+(:mod:`camera_leases`), queuing only the pipelines whose members changed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import logging
 import random
 from collections.abc import Mapping
@@ -28,7 +31,7 @@ import kopf
 from its_operator.api import resource
 from its_operator.builders import children as children_builder
 from its_operator.builders import meta
-from its_operator.handlers import cache, kube, leadership, queue, reconciling
+from its_operator.handlers import cache, camera_leases, kube, leadership, queue, reconciling
 
 logger = logging.getLogger(__name__)
 CHILD_SELECTOR = f"{meta.LABEL_MANAGED_BY}={meta.MANAGED_BY}"
@@ -60,6 +63,8 @@ class Options:
     identity: str = "its-operator"
     priority: int = 0
     peering_poll_seconds: float = 2.0
+    #: How often the runtime's membership Leases are listed (status.cameras).
+    lease_poll_seconds: float = camera_leases.POLL_SECONDS
 
 
 def _plural(api_version: str, kind: str) -> tuple[str, str]:
@@ -90,7 +95,7 @@ class Operator:
         self.options = options
         self.kube = client
         self.state = cache.State()
-        self.reconciler = reconciling.Reconciler(client, self.state)
+        self.reconciler = reconciling.Reconciler(client, self.state, options.namespaces)
         self.gate = leadership.PeeringGate(
             client if options.peering_name else None,
             identity=options.identity,
@@ -128,6 +133,36 @@ class Operator:
                 n = self.resync(spread=min(10.0, self.options.resync_seconds / 2))
                 logger.debug("periodic resync of %d pipelines", n)
 
+    async def poll_leases(self) -> int:
+        """List the membership Leases; queue the pipelines whose members changed."""
+        leases = self.reconciler.leases
+        await leases.refresh()
+        keys = list(self.state.pipeline_keys(reconciling.PIPELINE_INDEX))
+        bodies = [(k, b) for k in keys if (b := self.state.pipeline(reconciling.PIPELINE_INDEX, k))]
+        changed = leases.changed(bodies, datetime.datetime.now(datetime.UTC))
+        for key in changed:
+            self.queue.add(key, self.options.coalesce_seconds)
+        return len(changed)
+
+    async def _lease_loop(self) -> None:
+        # One listing before the first reconcile, so that a new pipeline's first status
+        # already carries its cameras (one status write fewer) and a restart keeps them.
+        try:
+            await self.reconciler.leases.refresh()
+        except Exception:
+            logger.exception("membership Lease poll failed")
+        await self.gates.synced.wait()
+        while True:
+            if self.gate.is_open:
+                try:
+                    n = await self.poll_leases()
+                except Exception:  # a poll must never end the loop
+                    logger.exception("membership Lease poll failed")
+                else:
+                    if n:
+                        logger.debug("camera membership changed for %d pipelines", n)
+            await asyncio.sleep(self.options.lease_poll_seconds)
+
     def configure(self, settings: kopf.OperatorSettings) -> None:
         for api_version, kind in children_builder.KINDS:
             settings.watching.label_selectors[_plural(api_version, kind)] = CHILD_SELECTOR
@@ -154,6 +189,7 @@ class Operator:
                 asyncio.create_task(self.queue.run(), name="its work queue"),
                 asyncio.create_task(self.gate.run(), name="its peering gate"),
                 asyncio.create_task(self._resync_loop(), name="its resync"),
+                asyncio.create_task(self._lease_loop(), name="its lease poll"),
             ]
 
         @kopf.on.cleanup(registry=registry)

@@ -17,6 +17,7 @@ flip that was written is also posted as a Kubernetes Event, best effort.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import logging
@@ -59,7 +60,8 @@ class StatusWriter:
     ) -> Written:
         """Apply the new status if it differs and is not a throttled cosmetic change."""
         previous = body.get("status") or {}
-        new, transitions = status_builder.compute(obs, previous, _now())
+        # Off the event loop: a camera hand-over Event recomputes two assignments.
+        new, transitions = await asyncio.to_thread(status_builder.compute, obs, previous, _now())
         meta_ = body["metadata"]
         if _same_status(previous, new):
             return Written()
@@ -92,7 +94,8 @@ def _now() -> str:
 
 def _signature(status: Mapping[str, Any]) -> tuple[Any, ...]:
     """What makes a status change worth writing at once: a new generation, a condition
-    flip, a new Degraded reason, or a Ready reason while Ready is True."""
+    flip, a new Degraded reason, a Ready reason while Ready is True, or a change of
+    the camera assignment (members joined or left, cameras assigned)."""
     conditions = status.get("conditions", []) or []
     return (
         status.get("observedGeneration"),
@@ -103,6 +106,9 @@ def _signature(status: Mapping[str, Any]) -> tuple[Any, ...]:
             if c.get("status") == "True" and c.get("type") in ("Degraded", "Ready")
         ),
         (status.get("monitoring") or {}).get("serviceMonitor"),
+        # Cameras moving between replicas: shown (and their Events posted) at once.
+        (status.get("cameras") or {}).get("summary"),
+        tuple(m.get("name") for m in (status.get("cameras") or {}).get("members") or []),
     )
 
 

@@ -93,6 +93,9 @@ def test_killed_mid_reconcile_converges_without_duplicates(
             "persistentvolumeclaims",
             "poddisruptionbudgets",
             "networkpolicies",
+            "serviceaccounts",
+            "roles",
+            "rolebindings",
         )
         for item in kube.items(kind, selector)
     )
@@ -108,6 +111,9 @@ def test_killed_mid_reconcile_converges_without_duplicates(
                 "PersistentVolumeClaim",
                 "PodDisruptionBudget",
                 "NetworkPolicy",
+                "ServiceAccount",
+                "Role",
+                "RoleBinding",
             )
         }
     ), (applied_before, counts)

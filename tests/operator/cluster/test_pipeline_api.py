@@ -86,6 +86,37 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         ["spec.runtime.env[0].name", "are reserved"],
     ),
     (
+        "pod-identity-reserved",
+        {"runtime": {"image": "i", "env": [{"name": "POD_NAME", "value": "someone-else"}]}},
+        ["spec.runtime.env[0].name", "are reserved"],
+    ),
+    (
+        "lease-shorter-than-two-renewals",
+        {"runtime": {"image": "i", "cameraLease": {"durationSeconds": 4, "renewPeriodSeconds": 2}}},
+        [
+            "spec.runtime.cameraLease.durationSeconds",
+            "durationSeconds must exceed twice renewPeriodSeconds",
+        ],
+    ),
+    (
+        "rwo-cache-with-a-replica-floor-above-one",
+        {
+            "runtime": {"image": "i", "maxCamerasPerReplica": 1},
+            "autoscaling": {
+                "enabled": True,
+                "maxReplicas": 1,
+                "targets": {"cpuUtilizationPercent": 50},
+            },
+            "cameras": [{"name": "c1", "url": "rtsp://a"}, {"name": "c2", "url": "rtsp://b"}],
+        },
+        ["spec.engineCache.accessMode", "ReadWriteOnce serves one replica"],
+    ),
+    (
+        "more-than-1000-cameras",
+        {"cameras": [{"name": f"c{i}", "url": f"rtsp://cams/{i}"} for i in range(1001)]},
+        ["spec.cameras", "must have at most 1000 items"],
+    ),
+    (
         "bad-quantity",
         {"engineCache": {"size": "lots"}},
         ["spec.engineCache.size", "should match"],
@@ -155,3 +186,48 @@ def test_metadata_name_is_a_short_dns_label(
         "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc), check=False
     )
     assert "metadata.name: Too long" in proc.stderr
+
+
+def test_a_1000_camera_pipeline_is_accepted(
+    cluster: Any,
+    crds: None,
+    namespace: str,
+    spec_of: Callable[..., dict[str, Any]],
+    pipeline: Callable[..., dict[str, Any]],
+) -> None:
+    """Within the API server's CEL cost budget (the camera rules run per item) and its
+    size limits; server-side apply, since client-side apply would copy the whole spec
+    into the 256 KiB last-applied annotation."""
+    cameras = [
+        {
+            "name": f"cam-{i:04d}",
+            "url": f"rtsp://camera-gateway.corridor.example.net:8554/north/{i:04d}/main",
+            "fps": 15,
+            "lines": [{"name": "in", "start": [0.0, 0.55], "end": [1.0, 0.55]}],
+            "regions": [{"name": "lane", "polygon": [[0.1, 0.2], [0.9, 0.2], [0.5, 0.9]]}],
+        }
+        for i in range(1000)
+    ]
+    doc = pipeline("corridor", spec_of(cameras=cameras))
+    proc = cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--validate=strict",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=yaml.safe_dump(doc),
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    stored = cluster.kubectl(
+        "get",
+        "analyticspipeline",
+        "corridor",
+        "-n",
+        namespace,
+        "-o",
+        "jsonpath={.spec.cameras[*].name}",
+    ).stdout.split()
+    assert len(stored) == 1000

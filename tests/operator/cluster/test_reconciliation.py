@@ -19,6 +19,9 @@ CHILDREN = [
     ("configmap", "{n}-config"),
     ("persistentvolumeclaim", "{n}-engine-cache"),
     ("service", "{n}"),
+    ("serviceaccount", "{n}-runtime"),
+    ("role", "{n}-runtime"),
+    ("rolebinding", "{n}-runtime"),
     ("deployment", "{n}"),
     ("poddisruptionbudget", "{n}"),
     ("networkpolicy", "{n}"),
@@ -62,9 +65,18 @@ def test_sample_yields_owned_children_and_becomes_ready(
     assert ap["status"]["endpoint"] == f"http://demo.{kube.ns}.svc:8080"
     assert ap["status"]["monitoring"] == {"serviceMonitor": "CRDNotInstalled"}
 
-    table = cluster.kubectl("get", "ap", "-n", kube.ns).stdout.splitlines()
-    assert table[0].split() == ["NAME", "READY", "REASON", "REPLICAS", "CACHE", "AGE"]
-    assert table[1].split()[:5] == ["demo", "True", "Available", "1/1", "Bound"]
+    header = ["NAME", "READY", "REASON", "REPLICAS", "CAMERAS", "CACHE", "AGE"]
+    row = ["demo", "True", "Available", "1/1", "0/1", "Bound"]  # kwok pods hold no Lease
+    table = wait_until(
+        lambda: (
+            (t := cluster.kubectl("get", "ap", "-n", kube.ns).stdout.splitlines())
+            and t[1].split()[:6] == row
+            and t
+        ),
+        10,
+        what="the table row",
+    )
+    assert table[0].split() == header
 
 
 def test_spec_change_rolls_pods_while_old_pods_serve(

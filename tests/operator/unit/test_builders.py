@@ -124,7 +124,9 @@ def test_deployment_is_restricted_pod_security(make_pipeline: Make) -> None:
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    assert pod["automountServiceAccountToken"] is False
+    # The token of the pipeline's own account, whose Role allows only Leases.
+    assert pod["serviceAccountName"] == "demo-runtime"
+    assert pod["automountServiceAccountToken"] is True
     writable = {m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")}
     assert {"/tmp", configmap.ENGINE_CACHE_DIR} <= writable
 
@@ -325,6 +327,9 @@ def test_desired_children_follow_the_spec(make_pipeline: Make) -> None:
         "ConfigMap",
         "PersistentVolumeClaim",
         "Service",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
         "Deployment",
         "PodDisruptionBudget",
         "NetworkPolicy",
@@ -337,6 +342,9 @@ def test_desired_children_follow_the_spec(make_pipeline: Make) -> None:
         "ConfigMap",
         "PersistentVolumeClaim",
         "Service",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
         "Deployment",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
@@ -351,6 +359,9 @@ def test_desired_children_follow_the_spec(make_pipeline: Make) -> None:
     assert kinds(lean, service_monitor_crd=True) == [
         "ConfigMap",
         "Service",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
         "Deployment",
         "PodDisruptionBudget",
     ]

@@ -87,7 +87,7 @@ def test_crd_names_status_subresource_and_printer_columns() -> None:
     assert version["name"] == resource.VERSION
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["Ready", "Reason", "Replicas", "Cache", "Age"]
+    assert columns == ["Ready", "Reason", "Replicas", "Cameras", "Cache", "Age"]
 
 
 def test_cross_field_rules_are_cel_with_messages_naming_fields() -> None:
