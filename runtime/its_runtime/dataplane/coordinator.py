@@ -81,14 +81,16 @@ class Coordinator:
         d = self._decision
         empty = assignment.Assignment(holders={}, unassigned=())
         a = d.view if d is not None else empty
+        fenced = self.member.fenced()
         return OwnershipView(
             pod=self.member.pod,
             members=d.members if d is not None else (),
-            running=self._running,
+            # What may be analysed now: a fenced pod's pipelines refuse every frame.
+            running=frozenset() if fenced else self._running,
             pending=d.pending if d is not None else frozenset(),
             holders=dict(a.holders),
             unassigned=a.unassigned,
-            fenced=self.member.fenced(),
+            fenced=fenced,
             last_error=self._last_error,
         )
 
