@@ -12,10 +12,13 @@ What it does, in order, saying each step as it goes:
    detector exported with torch.export;
 4. the ``basic`` sample pipeline, pointed at that camera, the local database and Redis;
    the operator reconciles it to Ready (kwok plays the pods);
-5. the runtime pod's program started here on the CPU from what the operator rendered:
-   the ConfigMap's config file, the Deployment's env resolved from the Secret;
-6. a live summary (FPS, p99 latency, counts per camera), then a report that compares
-   the counts in PostgreSQL with the video's ground truth, and the commands to explore.
+5. two runtime replicas (the Deployment's pods) started here on the CPU from what the
+   operator rendered: the ConfigMap's config file, the Deployment's env resolved from
+   the Secret, each with its own pod name and the pipeline ServiceAccount's token; they
+   share the cameras through membership Leases, one camera each;
+6. a live summary (FPS, p99 latency, which replica holds which camera, counts per
+   camera), then a report that compares each camera's counts in PostgreSQL (as stored
+   by its holder) with the video's ground truth, and the commands to explore.
 
 Everything keeps running afterwards; ``make demo-down`` stops it.
 """
@@ -37,7 +40,7 @@ from typing import Any
 import yaml
 
 from its_devenv import cluster as devcluster
-from its_devenv import localrun, ports, procs, rtsp, services
+from its_devenv import localrun, ports, procs, replicas, rtsp, services
 
 REPO = localrun.REPO_ROOT
 DEMO = pathlib.Path(os.environ.get("ITS_DEMO_DIR", REPO / ".demo"))
@@ -47,6 +50,10 @@ CAMERAS = ("north-approach", "south-approach")
 INPUT_SHAPE = (3, 96, 160)
 RUNTIME_PORT = int(os.environ.get("ITS_DEMO_PORT", "8080"))
 VIDEO_SECONDS = 40.0
+#: Runtime replicas played here (the Deployment's pods); replica i listens on
+#: RUNTIME_PORT + i.
+REPLICAS = 2
+REPORT = DEMO / "report.json"
 
 
 def say(msg: str) -> None:
@@ -57,8 +64,8 @@ def info(msg: str) -> None:
     print(f"    {msg}", flush=True)
 
 
-def _http_json(path: str, timeout: float = 5) -> Any:
-    url = f"http://127.0.0.1:{RUNTIME_PORT}{path}"
+def _http_json(path: str, timeout: float = 5, port: int = RUNTIME_PORT) -> Any:
+    url = f"http://127.0.0.1:{port}{path}"
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return json.loads(resp.read())
 
@@ -123,7 +130,11 @@ def pipeline_doc(camera_url: str) -> dict[str, Any]:
         for name in CAMERAS
     ]
     spec["cache"] = {"redisUrl": services.Services(services.state_dir()).redis_url}
-    spec["engineCache"] = {"size": "2Gi", "accessMode": "ReadWriteOnce", "retention": "Delete"}
+    # Two replicas (played here by two processes) share one engine cache and one
+    # journal volume (ReadWriteMany), as a multi-replica pipeline does in a cluster.
+    spec["runtime"]["replicas"] = REPLICAS
+    spec["engineCache"] = {"size": "2Gi", "accessMode": "ReadWriteMany", "retention": "Delete"}
+    spec["journal"] = {"enabled": True, "size": "1Gi"}
     return doc
 
 
@@ -140,8 +151,15 @@ def apply_pipeline(c: devcluster.Cluster, doc: dict[str, Any], dsn: str) -> str:
         "stringData": {"dsn": dsn},
     }
     c.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(secret))
-    c.kubectl("apply", "--server-side", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(doc))
     name: str = doc["metadata"]["name"]
+    old = c.kubectl("get", "ap", name, "-n", NAMESPACE, "-o", "json", check=False)
+    if old.returncode == 0:
+        mode = json.loads(old.stdout)["spec"].get("engineCache", {}).get("accessMode")
+        if mode != doc["spec"]["engineCache"]["accessMode"]:
+            # An earlier demo's pipeline: its cache volume's access mode is immutable.
+            info(f"replacing the earlier demo's pipeline (engine cache {mode})")
+            c.kubectl("delete", "ap", name, "-n", NAMESPACE, "--wait=true", timeout=120)
+    c.kubectl("apply", "--server-side", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(doc))
     return name
 
 
@@ -161,53 +179,92 @@ def wait_ready(c: devcluster.Cluster, name: str) -> dict[str, Any]:
     return result
 
 
-def runtime_from_cluster(c: devcluster.Cluster, name: str) -> tuple[pathlib.Path, dict[str, str]]:
-    """The runtime pod's config and env, as the operator rendered them, mapped to here."""
+def runtime_from_cluster(
+    c: devcluster.Cluster, name: str
+) -> tuple[str, dict[str, str], pathlib.Path]:
+    """The runtime pods' config and env, as the operator rendered them, mapped to here,
+    and a kubeconfig holding the token of the pods' ServiceAccount."""
     from its_runtime import config as rc
 
     dep = localrun.deployment(c, NAMESPACE, name)
-    container = dep["spec"]["template"]["spec"]["containers"][0]
-    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"].get("volumes", [])}
+    pod_spec = dep["spec"]["template"]["spec"]
+    container = pod_spec["containers"][0]
+    volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
     config_map = next(v["configMap"]["name"] for v in volumes.values() if "configMap" in v)
     text = localrun.configmap_data(c, NAMESPACE, config_map)[rc.CONFIGMAP_KEY]
     cfg = rc.RuntimeConfig.from_yaml(text)
+    if not cfg.scale_out.enabled:
+        raise SystemExit(
+            "the rendered runtime config has scaleOut disabled: replicas would double-count"
+        )
     local = DEMO / "pod"
     mapped = cfg.model_copy(
         update={
             "model": cfg.model.model_copy(
                 update={"path": str(DEMO / "models" / pathlib.Path(cfg.model.path).name)}
             ),
+            # One engine cache and one journal root shared by the replicas (the shared
+            # volumes); each replica journals into its own directory under the root.
             "engine_cache": cfg.engine_cache.model_copy(update={"dir": str(local / "engines")}),
             "database": cfg.database.model_copy(update={"journal_dir": str(local / "journal")}),
-            "server": cfg.server.model_copy(update={"host": "127.0.0.1", "port": RUNTIME_PORT}),
         }
     )
-    path = local / "runtime.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(rc.RuntimeConfig.model_validate(mapped.model_dump()).to_yaml())
-    env = localrun.pod_env(c, NAMESPACE, container)
-    return path, env
+    env = localrun.pod_env(c, NAMESPACE, container, deployment_name=name)
+    for key in ("POD_NAME", "POD_NAMESPACE"):
+        env.pop(key, None)  # each replica gets its own (replicas.start)
+    account = pod_spec.get("serviceAccountName", "default")
+    kubeconfig = localrun.service_account_kubeconfig(
+        c, RUN / "runtime.kubeconfig", namespace=NAMESPACE, name=account
+    )
+    config_text = rc.RuntimeConfig.model_validate(mapped.model_dump()).to_yaml()
+    return config_text, env, kubeconfig
 
 
-def start_runtime(config_path: pathlib.Path, env: dict[str, str]) -> None:
-    procs.stop("runtime", run_dir=RUN)
-    if ports.port_open(RUNTIME_PORT):
-        raise SystemExit(f"port {RUNTIME_PORT} is busy; set ITS_DEMO_PORT to a free port and rerun")
-    procs.start("runtime", localrun.runtime_argv(config_path), run_dir=RUN, env=env)
+def replica_names(name: str) -> list[str]:
+    return [f"{name}-replica-{i}" for i in range(REPLICAS)]
 
 
-def live_summary(seconds: float) -> None:
+def start_runtimes(
+    name: str, config_text: str, env: dict[str, str], kubeconfig: pathlib.Path
+) -> list[replicas.Replica]:
+    for old in ("runtime", *replica_names(name)):
+        procs.stop(old, run_dir=RUN)
+    started = []
+    for i, pod in enumerate(replica_names(name)):
+        port = RUNTIME_PORT + i
+        if ports.port_open(port):
+            raise SystemExit(f"port {port} is busy; set ITS_DEMO_PORT to a free port and rerun")
+        started.append(
+            replicas.start(
+                pod,
+                config_text,
+                port=port,
+                run_dir=RUN,
+                namespace=NAMESPACE,
+                kubeconfig=kubeconfig,
+                env=env,
+            )
+        )
+    return started
+
+
+def assignment_line(pods: list[replicas.Replica]) -> str:
+    try:
+        held = replicas.holders(pods)
+    except AssertionError as exc:
+        return f"OVERLAP: {exc}"
+    return ", ".join(f"{cam}@{held.get(cam, 'nobody')}" for cam in CAMERAS)
+
+
+def live_summary(seconds: float, pods: list[replicas.Replica]) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         time.sleep(5)
         try:
-            perf = _http_json("/v1/performance")
-            lat = perf["latency_ms"]
-            parts = [
-                f"fps {perf['throughput']['fps']:.1f}",
-                f"p50 {lat['p50'] or 0:.1f} ms",
-                f"p99 {lat['p99'] or 0:.1f} ms",
-            ]
+            perfs = [_http_json("/v1/performance", port=r.port) for r in pods]
+            fps = sum(p["throughput"]["fps"] for p in perfs)
+            p99 = max((p["latency_ms"]["p99"] or 0) for p in perfs)
+            parts = [f"fps {fps:.1f}", f"p99 {p99:.1f} ms", assignment_line(pods)]
             for cam in CAMERAS:
                 crossed = sum(x["count"] for x in _counts(cam)["totals"]["crossings"])
                 parts.append(f"{cam} {crossed} crossings")
@@ -221,55 +278,59 @@ def _counts(camera: str) -> dict[str, Any]:
     return out
 
 
-async def _first_play_crossings(
+async def _plays(
     dsn: str, since: datetime.datetime
-) -> tuple[dict[str, dict[tuple[str, str], int]], int]:
-    """Crossings per camera in the first play of the video, and how many plays began.
+) -> dict[tuple[str, str], list[dict[tuple[str, str], int]]]:
+    """(camera, replica) -> the crossings of each play that replica saw, in order.
 
     The camera replays the file on every connection; stream time (``media_time``)
-    going back marks a new play, so the first play can be compared with the truth.
+    going back marks a new play, so a play can be compared with the truth. A camera
+    that moved between replicas (while the two joined) has plays on both.
     """
     import asyncpg
 
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch(
-            "SELECT camera, media_time, direction, class_name FROM traffic_events "
-            "WHERE kind = 'crossing' AND ts >= $1 ORDER BY camera, ts",
+            "SELECT camera, replica, media_time, direction, class_name FROM traffic_events "
+            "WHERE kind = 'crossing' AND ts >= $1 ORDER BY camera, replica, ts",
             since,
         )
     finally:
         await conn.close()
-    out: dict[str, dict[tuple[str, str], int]] = {}
-    plays: dict[str, int] = {}
-    last: dict[str, float] = {}
+    out: dict[tuple[str, str], list[dict[tuple[str, str], int]]] = {}
+    last: dict[tuple[str, str], float] = {}
     for r in rows:
-        cam, t = r["camera"], float(r["media_time"] or 0.0)
-        if cam in last and t < last[cam] - 1.0:
-            plays[cam] = plays.get(cam, 0) + 1
-        last[cam] = t
-        if plays.get(cam, 0) == 0:
-            key = (r["direction"], r["class_name"])
-            out.setdefault(cam, {})[key] = out.setdefault(cam, {}).get(key, 0) + 1
-    return out, 1 + max(plays.values(), default=0)
+        key, t = (r["camera"], r["replica"]), float(r["media_time"] or 0.0)
+        if key not in out or t < last[key] - 1.0:
+            out.setdefault(key, []).append({})
+        last[key] = t
+        play = out[key][-1]
+        k = (r["direction"], r["class_name"])
+        play[k] = play.get(k, 0) + 1
+    return out
 
 
-def report(scene: Any, dsn: str, since: datetime.datetime) -> bool:
-    """Print the report; return whether every camera's first play matched the truth."""
+def report(scene: Any, dsn: str, since: datetime.datetime, pods: list[replicas.Replica]) -> bool:
+    """Print the report, write it to ``.demo/report.json``; return whether every
+    camera's first play by its holder matched the truth."""
     from its_runtime.config import CountingLine, Point
 
     say("Report")
-    perf = _http_json("/v1/performance")
+    perfs = {r.name: _http_json("/v1/performance", port=r.port) for r in pods}
     ready = _http_json("/ready")
-    lat = perf["latency_ms"]
+    for pod, perf in perfs.items():
+        lat = perf["latency_ms"]
+        info(
+            f"{pod}: frames in the {perf['window_s']:.0f}s window: {perf['frames']}, "
+            f"{perf['throughput']['fps']:.1f} fps; latency p50 {lat['p50'] or 0:.1f} ms, "
+            f"p95 {lat['p95'] or 0:.1f} ms, p99 {lat['p99'] or 0:.1f} ms; "
+            f"share under the SLO: {perf['sla']['compliance']}"
+        )
     info(
         f"backend: {ready.get('backend', '?')} "
         f"(fallbacks: {[f['backend'] for f in ready.get('fallbacks', [])]}, "
-        f"engine cache: {ready.get('engine_cache')}); "
-        f"frames in the {perf['window_s']:.0f}s window: {perf['frames']}, "
-        f"{perf['throughput']['fps']:.1f} fps; latency p50 {lat['p50'] or 0:.1f} ms, "
-        f"p95 {lat['p95'] or 0:.1f} ms, p99 {lat['p99'] or 0:.1f} ms; "
-        f"share under the SLO: {perf['sla']['compliance']}"
+        f"engine cache: {ready.get('engine_cache')})"
     )
     line = CountingLine(name="mid", start=Point(x=0.5, y=1.0), end=Point(x=0.5, y=0.0))
     truth: dict[tuple[str, str], int] = {}
@@ -280,15 +341,45 @@ def report(scene: Any, dsn: str, since: datetime.datetime) -> bool:
     def fmt(counts: dict[tuple[str, str], int]) -> str:
         return ", ".join(f"{d} {c} {n}" for (d, c), n in sorted(counts.items())) or "none"
 
-    found, plays = asyncio.run(_first_play_crossings(dsn, since))
+    held = replicas.holders(pods)
+    plays = asyncio.run(_plays(dsn, since))
     info(f"ground truth of one play ({VIDEO_SECONDS:.0f}s video): {fmt(truth)}")
+    info(f"assignment: {assignment_line(pods)}")
     ok = True
+    cameras: dict[str, Any] = {}
     for cam in CAMERAS:
-        mine = found.get(cam, {})
-        verdict = "exact" if mine == truth else "DIFFERENT"
-        ok = ok and mine == truth
-        info(f"{cam}, first play, in PostgreSQL: {fmt(mine)}  -> {verdict}")
-    info(f"plays begun so far: {plays} (the camera replays the file on each connection)")
+        holder = held.get(cam)
+        mine = plays.get((cam, holder or ""), [])
+        first = mine[0] if mine else {}
+        verdict = "exact" if first == truth else "DIFFERENT"
+        ok = ok and first == truth
+        info(f"{cam}, held by {holder}, its first play, in PostgreSQL: {fmt(first)}  -> {verdict}")
+        others = {r: len(v) for (c, r), v in plays.items() if c == cam and r != holder}
+        if others:
+            info(f"    before it moved there: plays begun on {others} (cut short by the move)")
+        cameras[cam] = {
+            "holder": holder,
+            "first_play": {f"{d} {c}": n for (d, c), n in first.items()},
+            "plays_begun": len(mine),
+            "moved_from": sorted(others),
+            "exact": first == truth,
+        }
+    REPORT.write_text(
+        json.dumps(
+            {
+                "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "replicas": [r.name for r in pods],
+                "truth": {f"{d} {c}": n for (d, c), n in truth.items()},
+                "cameras": cameras,
+                "exact": ok,
+                "fps": {k: v["throughput"]["fps"] for k, v in perfs.items()},
+                "p99_ms": {k: v["latency_ms"]["p99"] for k, v in perfs.items()},
+                "load_average": os.getloadavg(),
+            },
+            indent=2,
+        )
+    )
+    info(f"written to {REPORT}")
     return ok
 
 
@@ -297,15 +388,16 @@ def explore(c: devcluster.Cluster) -> None:
     print(
         f"""    export KUBECONFIG={c.kubeconfig}
     export PATH={c.bin_dir}:$PATH
-    kubectl get ap -n {NAMESPACE}                   # columns: Ready, Reason, Replicas, Cache
+    kubectl get ap -n {NAMESPACE}                   # Ready, Reason, Replicas, Cameras, Cache
     kubectl describe ap main-street -n {NAMESPACE}  # conditions and events
     kubectl get deploy,svc,cm,pvc,hpa,pdb,networkpolicy -n {NAMESPACE}
+    curl -s localhost:{RUNTIME_PORT}/v1/ownership | python3 -m json.tool   # who holds what
     curl -s localhost:{RUNTIME_PORT}/ready | python3 -m json.tool
     curl -s localhost:{RUNTIME_PORT}/v1/performance | python3 -m json.tool
     curl -s 'localhost:{RUNTIME_PORT}/v1/cameras/{CAMERAS[0]}/counts?interval=60'
     curl -s localhost:{RUNTIME_PORT}/v1/cameras/{CAMERAS[0]}/latest
     curl -s localhost:{RUNTIME_PORT}/metrics | grep ^its_frame_latency
-    logs: {RUN}/operator.log, {RUN}/runtime.log
+    logs: {RUN}/operator.log, {RUN}/*-replica-*.log
     make demo-down      # stops the operator, runtime, camera, cluster and services"""
     )
 
@@ -340,32 +432,44 @@ def up(live_seconds: float) -> int:
     wait_ready(c, name)
     info(c.kubectl("get", "ap", "-n", NAMESPACE).stdout.strip().replace("\n", "\n    "))
 
-    say("The runtime pod's program, here on the CPU, from what the operator rendered")
-    config_path, env = runtime_from_cluster(c, name)
+    say(f"{REPLICAS} runtime replicas (the Deployment's pods), here on the CPU")
+    config_text, env, kubeconfig = runtime_from_cluster(c, name)
     info(
-        f"config from ConfigMap -> {config_path}; env from the Deployment: "
+        "config from the ConfigMap; env from the Deployment: "
         + ", ".join(f"{k}=<{'secret' if 'DSN' in k else 'value'}>" for k in sorted(env))
+        + "; each replica its own POD_NAME and the ServiceAccount's token"
     )
     # The report counts this run's events only (the database keeps earlier runs').
     since = datetime.datetime.now(datetime.UTC)
-    start_runtime(config_path, env)
+    pods = start_runtimes(name, config_text, env, kubeconfig)
     procs.eventually(
-        "the runtime to be ready (engine load + warm-up)",
-        lambda: _http_json("/ready").get("ready"),
+        "the runtime replicas to be ready (engine load + warm-up)",
+        lambda: all(r.ready() for r in pods),
         timeout=300,
         interval=1,
     )
     info(f"ready after {time.monotonic() - t0:.0f}s of demo")
+    procs.eventually(
+        "each camera to be held by one replica",
+        lambda: len(replicas.holders(pods)) == len(CAMERAS),
+        timeout=60,
+        interval=1,
+    )
+    info(f"assignment: {assignment_line(pods)}")
+    time.sleep(6)  # the operator reads the Leases every 5 s for status.cameras
+    info(c.kubectl("get", "ap", "-n", NAMESPACE).stdout.strip().replace("\n", "\n    "))
 
-    say(f"Live ({live_seconds:.0f}s): frames per second, latency, crossings per camera")
-    live_summary(live_seconds)
-    exact = report(scene, env.get("ITS_DATABASE_DSN", svc.postgres_dsn), since)
+    say(f"Live ({live_seconds:.0f}s): frames per second, latency, holders, crossings per camera")
+    live_summary(live_seconds, pods)
+    exact = report(scene, env.get("ITS_DATABASE_DSN", svc.postgres_dsn), since, pods)
     explore(c)
     info(f"demo took {time.monotonic() - t0:.0f}s")
     return 0 if exact else 1
 
 
 def down() -> int:
+    for pid_file in sorted(RUN.glob("*-replica-*.pid")):
+        procs.stop(pid_file.stem, run_dir=RUN)
     for name in ("runtime", "operator", "rtsp"):
         procs.stop(name, run_dir=RUN)
     services.down()
@@ -382,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--live-seconds",
         type=float,
-        default=VIDEO_SECONDS + 8,
+        default=VIDEO_SECONDS + 20,
         help="how long to show live numbers (at least one play of the video)",
     )
     args = ap.parse_args(argv)

@@ -567,3 +567,99 @@ async def test_scaling_1_3_1_moves_only_the_minimum_and_stays_balanced(
     assert sorted(count(three).values()) == [2, 2, 2]
     assert len(moved_up) == assignment.minimum_moves(as_assignment(one), count(three)) == 4
     assert len(moved_down) == assignment.minimum_moves(as_assignment(three), count(back)) == 4
+
+
+# 6 ------------------------------------------------------------------------------------------
+
+
+def spooled_keys(directory: pathlib.Path, scratch: pathlib.Path) -> set[str]:
+    """Every row key in a journal directory, read from a copy (a survivor may already
+    hold its lock, waiting for the database to replay it)."""
+    import shutil
+
+    from its_runtime.dataplane.store import journal as jnl
+    from its_runtime.dataplane.store.rows import RowBatch
+
+    shutil.copytree(directory, scratch, ignore=shutil.ignore_patterns(jnl.LOCK_NAME))
+    j = jnl.Journal(scratch, 1 << 30, create=False)
+    keys: set[str] = set()
+    try:
+        for segment in list(j._segments):
+            records, damaged = j.read(segment)
+            assert damaged == 0
+            for payload, _ in records:
+                batch = RowBatch.decode(payload)
+                keys |= {str(r.event_key) for r in batch.events}
+                keys |= {str(r.det_key) for r in batch.detections}
+    finally:
+        j.close()
+    return keys
+
+
+async def stored_keys(dsn: str, replica: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT event_key::text AS k FROM traffic_events WHERE replica = $1 "
+            "UNION ALL SELECT det_key::text FROM detections WHERE replica = $1",
+            replica,
+        )
+    finally:
+        await conn.close()
+    return [r["k"] for r in rows]
+
+
+async def test_a_pod_deleted_during_a_database_outage_loses_no_row(
+    fleet_of: Callable[..., Fleet],
+    services: Any,
+    traffic_video: pathlib.Path,
+    pg_dsn: str,
+) -> None:
+    from its_runtime.dataplane.store import adoption
+
+    port = ports.free_port()
+    fleet = fleet_of(cameras(2, f"rtsp://127.0.0.1:{port}/cam"))
+    members = [fleet.start(f"{fleet.pipeline}-{i}") for i in "ab"]
+    await wait_for(lambda: converged(fleet, members, 2), 120, "assignment", fleet)
+    server = RtspServer(traffic_video, port)
+    server.start()
+    deleted, survivor = members
+    root = pathlib.Path(fleet.config.database.journal_dir)
+    orphan = root / adoption.pod_directory_name(deleted.name)
+    try:
+        await wait_for(
+            lambda: deleted.ready() and asyncio.run(stored_keys(pg_dsn, deleted.name)),
+            60,
+            "rows from the replica to be deleted",
+            fleet,
+        )
+        await asyncio.to_thread(services.stop_postgres)
+        try:
+            await asyncio.sleep(5)  # analysing, journalling: the database is down
+            deleted.stop()  # SIGTERM, as a rollout or scale-down deletes a pod
+            spooled = await asyncio.to_thread(spooled_keys, orphan, root.parent / "copy")
+            assert spooled, f"nothing journalled\n{deleted.log_tail()}"
+        finally:
+            await asyncio.to_thread(services.start_postgres)
+
+        async def adopted() -> bool:
+            stored = set(await stored_keys(pg_dsn, deleted.name))
+            return spooled <= stored and not orphan.exists()
+
+        assert await poll(adopted, 60), fleet.logs()
+    finally:
+        server.stop()
+    stored = await stored_keys(pg_dsn, deleted.name)
+    metrics = await asyncio.to_thread(survivor.text, "/metrics")
+    adopted_rows = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("its_journal_adopted_rows_total")
+    )
+    print(
+        f"\n{len(spooled)} rows journalled by {deleted.name} while the database was down, "
+        f"replayed by {survivor.name} after the pod was gone ({adopted_rows:.0f} adopted); "
+        f"{len(stored)} rows of that replica stored in all"
+    )
+    assert len(stored) == len(set(stored))  # exactly once
+    assert adopted_rows == len(spooled)

@@ -43,7 +43,7 @@ from its_runtime.config import POD_NAME_ENV, POD_NAMESPACE_ENV, CameraConfig, Ru
 from its_runtime.dataplane import camera, coordinator, membership, ownership, queries
 from its_runtime.dataplane.analytics import analyzer
 from its_runtime.dataplane.cache import l1, l2, tiered
-from its_runtime.dataplane.store import database, journal, writer
+from its_runtime.dataplane.store import adoption, database, journal, writer
 from its_runtime.observability import dataplane_stats, ownership_stats
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,19 @@ class DataPlane:
             log.warning("database disabled: environment variable %s is not set", db.dsn_env)
         if dsn:
             self.database = database.Database(dsn, db, observer=observers.store)
-            # Each pod's journal is its own directory under the (shared) journal root.
-            self.journal = journal.Journal(
-                pathlib.Path(db.journal_dir) / self.replica, db.journal_max_bytes
+            # Each pod journals into its own directory under the journal root; where the
+            # root is shared by the replicas, the journals of deleted pods are adopted
+            # and replayed (store/adoption.py).
+            self.journal = adoption.pod_journal(
+                pathlib.Path(db.journal_dir), self.replica, db.journal_max_bytes
             )
-            self.writer = writer.RowWriter(self.database, self.journal, db)
+            self.writer = writer.RowWriter(
+                self.database,
+                self.journal,
+                db,
+                orphans=adoption.Adoption.beside(self.journal),
+                observer=observers.store,
+            )
         shape = config.model.input_shape
 
         def make(

@@ -205,7 +205,17 @@ JOURNAL_SPOOLED = Counter(
 )
 JOURNAL_REPLAYED = Counter(
     "its_journal_replayed_rows_total",
-    "Journal rows replayed into the database after it recovered.",
+    "Journal rows replayed into the database after it recovered (adopted journals' too).",
+    registry=REGISTRY,
+)
+JOURNAL_ADOPTED = Counter(
+    "its_journal_adopted_total",
+    "Journals of pods that are gone (orphans on the shared journal volume) adopted here.",
+    registry=REGISTRY,
+)
+JOURNAL_ADOPTED_ROWS = Counter(
+    "its_journal_adopted_rows_total",
+    "Rows replayed from adopted journals (a subset of its_journal_replayed_rows_total).",
     registry=REGISTRY,
 )
 JOURNAL_DROPPED = Counter(

@@ -111,7 +111,14 @@ class StoreObserver(Protocol):
 
     def rows_spooled(self, n: int) -> None: ...
 
+    #: Every journal row replayed, the own journal's and adopted journals' alike.
     def rows_replayed(self, n: int) -> None: ...
+
+    #: A dead pod's journal was adopted (locked) by this writer, to be replayed.
+    def journal_adopted(self) -> None: ...
+
+    #: Rows replayed from adopted journals (also reported by ``rows_replayed``).
+    def rows_adopted(self, n: int) -> None: ...
 
     #: ``reason``: ``memory``, ``journal_full`` or ``corrupt``.
     def rows_dropped(self, reason: str, n: int) -> None: ...
@@ -215,6 +222,12 @@ class PrometheusStore:
 
     def rows_replayed(self, n: int) -> None:
         m.JOURNAL_REPLAYED.inc(n)
+
+    def journal_adopted(self) -> None:
+        m.JOURNAL_ADOPTED.inc()
+
+    def rows_adopted(self, n: int) -> None:
+        m.JOURNAL_ADOPTED_ROWS.inc(n)
 
     def rows_dropped(self, reason: str, n: int) -> None:
         m.JOURNAL_DROPPED.labels(reason).inc(n)

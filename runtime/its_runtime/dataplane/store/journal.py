@@ -11,11 +11,21 @@ Shape and guarantees:
   loss visible instead of silent). A single record larger than the cap is dropped
   and counted too.
 * **Crash-safe.** Each record is ``magic, length, rows, crc32`` then the payload, and
-  appends are fsynced. A torn tail (power cut mid-write) or a damaged record ends
-  the segment's replay at that point and is counted, not fatal. The journal is found
-  again at start, so rows spooled before a restart are replayed after it.
+  appends are fsynced. A torn tail (power cut mid-write) or a damaged record costs
+  only its own rows (counted; the scan resumes at the next intact record), never the
+  rest. The journal is found again at start, so rows spooled before a restart are
+  replayed after it.
 * **One owner.** An exclusive ``flock`` on the directory's lock file stops two
-  processes from replaying (or deleting) each other's segments.
+  processes from replaying (or deleting) each other's segments. After taking it, the
+  owner checks that the lock file it locked is still the one at that path (an adopter
+  may have just removed the directory), and retries otherwise.
+
+**Layout: one journal per pod under a shared root.** ``database.journalDir`` is the
+*root*, a volume all replicas of a pipeline share; each process keeps its journal in
+``<root>/<pod>/`` and the journals of pods that are gone are adopted by the others
+(:mod:`.adoption` describes the layout and the protocol). This class is one such
+directory; ``create=False`` opens one without making it (an adopter's open), and
+:meth:`Journal.discard` removes a replayed one.
 
 The class is synchronous on purpose (plain file I/O); the writer calls it from a
 worker thread and never concurrently.
@@ -35,7 +45,18 @@ log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("<IIII")  # magic, payload length, rows, crc32
 _MAGIC = 0x4A535449  # "ITSJ"
-_SUFFIX = ".jnl"
+_MAGIC_BYTES = struct.pack("<I", _MAGIC)
+SUFFIX = ".jnl"
+LOCK_NAME = "LOCK"
+_LOCK_ATTEMPTS = 5
+
+
+def segment_files(directory: pathlib.Path) -> list[pathlib.Path]:
+    """The segment files directly in ``directory`` (none if it is gone)."""
+    try:
+        return sorted(p for p in directory.glob(f"*{SUFFIX}") if p.is_file())
+    except OSError:
+        return []
 
 
 class JournalLockedError(RuntimeError):
@@ -49,6 +70,13 @@ class Segment:
     size: int = 0
     rows: int = 0
     records: int = 0
+    #: Ends in a damaged record (found when the journal was opened): it must still be
+    #: read once, so that the loss is counted, before it is deleted.
+    damaged: bool = False
+
+    @property
+    def pending(self) -> bool:
+        return self.records > 0 or self.damaged
 
 
 @dataclass(frozen=True)
@@ -65,34 +93,33 @@ class Journal:
         *,
         segment_bytes: int | None = None,
         fsync: bool = True,
+        create: bool = True,
     ) -> None:
+        """Open (``create``: and make) the journal in ``directory`` and lock it.
+
+        Raises :class:`JournalLockedError` when another open journal holds the lock,
+        and (``create=False``) :class:`FileNotFoundError` when the directory is gone.
+        """
         self.directory = pathlib.Path(directory)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes or max(512, max_bytes // 4)
         self._fsync = fsync
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            raise JournalLockedError(
-                f"journal directory {str(self.directory)!r} is in use by another process"
-            ) from None
+        self._lock_fd = self._lock(create)
         self._segments: list[Segment] = []
         self._sealed_through = 0  # segments with seq <= this are not appended to
         self.corrupt_records = 0
-        for path in sorted(self.directory.glob(f"*{_SUFFIX}")):
+        for path in sorted(self.directory.glob(f"*{SUFFIX}")):
             try:
                 seq = int(path.stem)
             except ValueError:
                 continue
             segment = Segment(seq, path, size=path.stat().st_size)
-            records, damaged = self._scan(segment)
-            if damaged is not None:
-                log.warning("journal segment %s ends in a damaged record", path.name)
+            records, _, regions = self._scan(segment)
+            if regions:
+                log.warning("journal segment %s holds %d damaged record(s)", path.name, regions)
             segment.records = len(records)
             segment.rows = sum(rows for _, rows in records)
+            segment.damaged = regions > 0
             self._segments.append(segment)
         if self._segments:
             self._sealed_through = self._segments[-1].seq  # never append to an old file
@@ -110,12 +137,64 @@ class Journal:
 
     @property
     def empty(self) -> bool:
-        return not any(s.records for s in self._segments)
+        return not any(s.pending for s in self._segments)
 
     def close(self) -> None:
         if not self.closed:
             os.close(self._lock_fd)
             self.closed = True
+
+    def discard(self, *, directory: bool = True) -> bool:
+        """Delete the (empty) segments, and the directory too; unlock. True when gone.
+
+        Only for a journal with nothing left to replay (an adopted orphan); raises
+        otherwise. ``directory=False`` keeps the directory and its lock file (the root,
+        when it held the older single-journal layout). The lock file is unlinked while
+        still locked, so a process that opened it meanwhile sees a different (or no)
+        file at that path and retries (see :meth:`_lock`). Files this class did not
+        write are left, and then so is the directory.
+        """
+        if not self.empty:
+            raise RuntimeError(f"journal {self.directory} still holds records")
+        for segment in list(self._segments):
+            self._delete(segment)
+        for path in segment_files(self.directory):
+            path.unlink(missing_ok=True)
+        gone = True
+        if directory:
+            (self.directory / LOCK_NAME).unlink(missing_ok=True)
+            try:
+                self.directory.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("journal directory %s not removed: %s", self.directory, exc)
+                gone = False
+        self.close()
+        return gone
+
+    def _lock(self, create: bool) -> int:
+        path = self.directory / LOCK_NAME
+        for _ in range(_LOCK_ATTEMPTS):
+            if create:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            elif not self.directory.is_dir():
+                raise FileNotFoundError(f"journal directory {str(self.directory)!r} is gone")
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:
+                continue  # removed between the check and the open
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise JournalLockedError(
+                    f"journal directory {str(self.directory)!r} is in use by another process"
+                ) from None
+            if _same_file(fd, path):
+                return fd
+            os.close(fd)  # locked a lock file an adopter had just removed: try again
+        raise JournalLockedError(f"journal directory {str(self.directory)!r} keeps vanishing")
 
     # -- appending ------------------------------------------------------------------
 
@@ -157,7 +236,7 @@ class Journal:
         if self._segments and self._segments[-1].seq > self._sealed_through:
             return self._segments[-1]
         seq = (self._segments[-1].seq if self._segments else self._sealed_through) + 1
-        segment = Segment(seq, self.directory / f"{seq:016d}{_SUFFIX}")
+        segment = Segment(seq, self.directory / f"{seq:016d}{SUFFIX}")
         segment.path.touch()
         self._segments.append(segment)
         return segment
@@ -166,9 +245,9 @@ class Journal:
 
     def oldest(self) -> Segment | None:
         """The oldest segment, sealed so that new appends go to a fresh one."""
-        while self._segments and self._segments[0].records == 0 and len(self._segments) > 1:
+        while self._segments and not self._segments[0].pending and len(self._segments) > 1:
             self._delete(self._segments[0])
-        if not self._segments or self._segments[0].records == 0:
+        if not self._segments or not self._segments[0].pending:
             return None
         first = self._segments[0]
         if first.seq > self._sealed_through:
@@ -176,15 +255,14 @@ class Journal:
         return first
 
     def read(self, segment: Segment) -> tuple[list[tuple[bytes, int]], int]:
-        """(intact records as (payload, rows), rows lost to damage at the segment's end).
+        """(intact records as (payload, rows), rows of the damaged records).
 
-        Rows lost to a damaged record are known only when its header survived; a
-        damaged header is counted in ``corrupt_records`` with no row count.
+        Each damaged stretch is counted in ``corrupt_records``; its rows are known
+        only when its header survived (else it adds none to the count).
         """
-        records, damaged = self._scan(segment)
-        if damaged is not None:
-            self.corrupt_records += 1
-        return records, damaged or 0
+        records, damaged, regions = self._scan(segment)
+        self.corrupt_records += regions
+        return records, damaged
 
     def remove(self, segment: Segment) -> None:
         """Forget a segment whose records are safely in the database."""
@@ -195,24 +273,66 @@ class Journal:
         self._segments.remove(segment)
         segment.path.unlink(missing_ok=True)
 
-    def _scan(self, segment: Segment) -> tuple[list[tuple[bytes, int]], int | None]:
-        """(intact records, None) or (records before the damage, rows of the damaged one)."""
+    def _scan(self, segment: Segment) -> tuple[list[tuple[bytes, int]], int, int]:
+        """(intact records, rows of the damaged ones, how many damaged stretches).
+
+        Past a damaged stretch the scan resumes at the next intact record (a header
+        with the magic whose payload's checksum holds), so one bad record costs only
+        its own rows. A damaged record's rows are known from its header when that
+        looks intact (magic, and no more rows than payload bytes), else 0 (unknown).
+        """
         try:
             data = segment.path.read_bytes()
         except FileNotFoundError:
-            return [], None
+            return [], 0, 0
         out: list[tuple[bytes, int]] = []
+        damaged_rows = regions = 0
         offset = 0
         while offset < len(data):
-            if offset + _HEADER.size > len(data):
-                return out, 0
-            magic, length, rows, crc = _HEADER.unpack_from(data, offset)
-            start = offset + _HEADER.size
-            payload = data[start : start + length]
-            if magic != _MAGIC:
-                return out, 0
-            if len(payload) != length or zlib.crc32(payload) != crc:
-                return out, rows
-            out.append((payload, rows))
-            offset = start + length
-        return out, None
+            record = _record_at(data, offset)
+            if record is not None:
+                out.append((record[0], record[1]))
+                offset = record[2]
+                continue
+            regions += 1
+            damaged_rows += _rows_claimed(data, offset)
+            offset = _next_record(data, offset + 1)
+        return out, damaged_rows, regions
+
+
+def _same_file(fd: int, path: pathlib.Path) -> bool:
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (at_path.st_dev, at_path.st_ino)
+
+
+def _record_at(data: bytes, offset: int) -> tuple[bytes, int, int] | None:
+    """(payload, rows, end offset) of an intact record at ``offset``, else None."""
+    if offset + _HEADER.size > len(data):
+        return None
+    magic, length, rows, crc = _HEADER.unpack_from(data, offset)
+    start = offset + _HEADER.size
+    payload = data[start : start + length]
+    if magic != _MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
+        return None
+    return payload, rows, start + length
+
+
+def _rows_claimed(data: bytes, offset: int) -> int:
+    if offset + _HEADER.size > len(data):
+        return 0
+    magic, length, rows, _ = _HEADER.unpack_from(data, offset)
+    return rows if magic == _MAGIC and rows <= length else 0
+
+
+def _next_record(data: bytes, start: int) -> int:
+    """The offset of the next intact record at or after ``start`` (or the end)."""
+    at = data.find(_MAGIC_BYTES, start)
+    while at != -1:
+        if _record_at(data, at) is not None:
+            return at
+        at = data.find(_MAGIC_BYTES, at + 1)
+    return len(data)

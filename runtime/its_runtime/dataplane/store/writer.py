@@ -17,6 +17,18 @@ Rows the database rejects as invalid data are dropped and counted, never retried
 forever. Every row is thus written, journalled, or counted as dropped. What happened
 is kept as numbers (``details()``) and reported to the database's
 :class:`~its_runtime.observability.dataplane_stats.StoreObserver`.
+
+**Orphaned journals.** The journal lives in ``<root>/<pod>/`` of a volume all replicas
+share (:func:`~its_runtime.dataplane.store.adoption.pod_journal`). Given an
+``orphans`` :class:`~its_runtime.dataplane.store.adoption.Adoption`, the writer also
+replays the journals of pods that are gone, after its own backlog and only while
+the database is up: a scan at start and at most every few seconds, one adopted
+segment per loop turn (interleaved with the live batches), through the same
+idempotent write path, then the orphan's directory is deleted. A record that cannot
+be read or decoded (its own journal's or an orphan's) costs only its rows, counted
+as dropped (``corrupt``) and logged. On close an unfinished adopted journal is
+unlocked, not deleted, so another pod (or this one, restarted) finishes it. The
+protocol is described in :mod:`~its_runtime.dataplane.store.adoption`.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import time
 from typing import Any
@@ -31,8 +44,10 @@ from typing import Any
 from its_runtime.config import DatabaseConfig
 from its_runtime.dataplane.ingest.backoff import Backoff
 from its_runtime.dataplane.store import bulk
+from its_runtime.dataplane.store.adoption import Adoption
 from its_runtime.dataplane.store.database import Database
 from its_runtime.dataplane.store.journal import Journal
+from its_runtime.dataplane.store.replay import JournalReplay
 from its_runtime.dataplane.store.rows import FrameRows, RowBatch
 from its_runtime.observability import dataplane_stats
 
@@ -49,8 +64,10 @@ class RowWriter:
         max_pending_rows: int | None = None,
         recovery_backoff: Backoff | None = None,
         observer: dataplane_stats.StoreObserver | None = None,
+        orphans: Adoption | None = None,
     ) -> None:
         self._observer = observer or database.observer
+        self.orphans = orphans
         self.database = database
         self.journal = journal
         self.config = config
@@ -68,11 +85,18 @@ class RowWriter:
         self.rows_written = 0
         self.rows_duplicate = 0
         self.rows_spooled = 0
-        self.rows_replayed = 0
         self.rows_dropped: dict[str, int] = {}
         self.rows_rejected = 0
         self.recent_lags: collections.deque[float] = collections.deque(maxlen=10_000)
+        self.replay = JournalReplay(
+            functools.partial(self._write, replay=True), self._observer, self._count_dropped
+        )
         self._publish_journal_state()
+
+    @property
+    def rows_replayed(self) -> int:
+        """Rows replayed from this writer's own journal."""
+        return self.replay.rows_own
 
     # -- producer side --------------------------------------------------------------
 
@@ -122,6 +146,8 @@ class RowWriter:
                 await self._recovery
         async with self._io:
             await self._spool(self._take(everything=True))
+            if self.orphans is not None:
+                await asyncio.to_thread(self.orphans.release)
 
     async def flush(self) -> None:
         """Write (or journal) everything pending now."""
@@ -149,6 +175,8 @@ class RowWriter:
             "rows_written": self.rows_written,
             "rows_spooled": self.rows_spooled,
             "rows_replayed": self.rows_replayed,
+            "adopted_journals": 0 if self.orphans is None else self.orphans.journals_adopted,
+            "adopted_rows_replayed": self.replay.rows_adopted,
             "rows_dropped": dict(self.rows_dropped),
             "rows_rejected": self.rows_rejected,
         }
@@ -174,8 +202,10 @@ class RowWriter:
                 wait = self.config.flush_interval_s - age
             else:
                 wait = self.config.flush_interval_s
-            if self.database.up and not self.journal.empty:
-                return  # replay work is due
+            if self.database.up and (
+                not self.journal.empty or (self.orphans is not None and self.orphans.due())
+            ):
+                return  # replay (or an orphan scan) is due
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
@@ -184,7 +214,10 @@ class RowWriter:
         if self._pending_rows > self.max_pending_rows:
             await self._spool(self._take(everything=True))
         if self.database.up and not self.journal.empty:
-            await self._replay_one()
+            await self.replay.segment(self.journal)
+            self._publish_journal_state()
+        elif self.database.up and self.orphans is not None:
+            await self.replay.orphan(self.orphans)
         if self._pending:
             await self._write_or_spool(self._take(everything=False))
 
@@ -245,22 +278,6 @@ class RowWriter:
         self._observer.rows_spooled(len(batch))
         if dropped.rows:
             self._count_dropped("journal_full", dropped.rows)
-        self._publish_journal_state()
-
-    async def _replay_one(self) -> None:
-        segment = self.journal.oldest()
-        if segment is None:
-            return
-        records, damaged_rows = await asyncio.to_thread(self.journal.read, segment)
-        for payload, _ in records:
-            batch = RowBatch.decode(payload)
-            if not await self._write(batch, replay=True):
-                return  # down again: the segment stays for the next recovery
-            self.rows_replayed += len(batch)
-            self._observer.rows_replayed(len(batch))
-        if damaged_rows:
-            self._count_dropped("corrupt", damaged_rows)
-        await asyncio.to_thread(self.journal.remove, segment)
         self._publish_journal_state()
 
     def _count_dropped(self, reason: str, n: int) -> None:
