@@ -20,8 +20,9 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
+from its_runtime.config import ScaleOutConfig
 from its_runtime.dataplane import assignment, membership
 from its_runtime.observability import ownership_stats
 
@@ -161,3 +162,35 @@ class Coordinator:
             await asyncio.to_thread(self.member.leave)
         except Exception as exc:
             log.warning("camera ownership: releasing the Lease failed (it will expire): %s", exc)
+
+
+def for_pipeline(
+    config: ScaleOutConfig,
+    cameras: Sequence[str],
+    *,
+    pod: str,
+    namespace: str,
+    on_change: OnChange,
+    lease_api: membership.LeaseApi | None = None,
+    observer: ownership_stats.OwnershipObserver | None = None,
+) -> Coordinator:
+    """The coordinator of pod ``pod`` for the runtime config's ``scaleOut``; the Lease
+    API is the Kubernetes one (in-cluster or ``KUBECONFIG``) unless one is given.
+    Raises when no Kubernetes API can be configured."""
+    if lease_api is None:
+        from its_runtime.dataplane import leases
+
+        lease_api = leases.KubernetesLeaseApi.from_environment()
+    member = membership.Membership(
+        lease_api,
+        namespace=namespace,
+        pipeline=config.pipeline or "its",
+        pod=pod,
+        capacity=config.max_cameras_per_replica,
+        cameras=cameras,
+        timing=membership.Timing(
+            lease_duration_s=float(config.lease_duration_seconds),
+            renew_period_s=float(config.renew_period_seconds),
+        ),
+    )
+    return Coordinator(member, on_change, observer=observer)

@@ -148,30 +148,20 @@ class DataPlane:
         lease_api: membership.LeaseApi | None,
         observer: ownership_stats.OwnershipObserver | None,
     ) -> None:
-        so = self.config.scale_out
         try:
-            if lease_api is None:
-                from its_runtime.dataplane import leases
-
-                lease_api = leases.KubernetesLeaseApi.from_environment()
+            self.coordinator = coordinator.for_pipeline(
+                self.config.scale_out,
+                [c.name for c in self.config.cameras],
+                pod=self.replica,
+                namespace=self.namespace,
+                on_change=self.cameras.run,
+                lease_api=lease_api,
+                observer=observer,
+            )
         except Exception as exc:
             # Analysing every camera here could double every count: analyse none, say why.
             self.ownership_error = f"no Kubernetes API for camera ownership: {exc}"[:300]
             log.error("scale-out: %s; this replica runs no camera", self.ownership_error)
-            return
-        member = membership.Membership(
-            lease_api,
-            namespace=self.namespace,
-            pipeline=so.pipeline or "its",
-            pod=self.replica,
-            capacity=so.max_cameras_per_replica,
-            cameras=[c.name for c in self.config.cameras],
-            timing=membership.Timing(
-                lease_duration_s=float(so.lease_duration_seconds),
-                renew_period_s=float(so.renew_period_seconds),
-            ),
-        )
-        self.coordinator = coordinator.Coordinator(member, self.cameras.run, observer=observer)
 
     def _may_analyse(self, name: str) -> bool:
         return self.coordinator is None or self.coordinator.may_analyse(name)
