@@ -12,7 +12,7 @@ CHECK_MARKERS := not cluster and not services and not slow and not gpu
 
 .PHONY: help deps build-control-plane dev-cluster dev-cluster-down dev-cluster-reset \
         services services-down demo-down crds crds-check lint typecheck imports pytest test demo check \
-        bench-serving bench-operator bench-data-plane clean
+        bench-serving bench-operator bench-data-plane bench-scale-out clean
 
 help:
 	@echo "make demo              the main job: cluster, services, operator, a pipeline, live runtime"
@@ -86,6 +86,9 @@ bench-operator:
 bench-data-plane:
 	$(PYTHON) benchmarks/data_plane.py
 
+bench-scale-out:
+	$(PYTHON) benchmarks/scale_out.py
+
 clean:
 	-$(DEVENV) cluster down
 	-$(DEVENV) services down
@@ -93,7 +96,7 @@ clean:
 
 # Any target that runs the project's Python needs the virtual environment first.
 dev-cluster dev-cluster-down dev-cluster-reset services services-down crds crds-check \
-lint typecheck imports pytest check demo-down bench-serving bench-operator bench-data-plane: | $(PYTHON)
+lint typecheck imports pytest check demo-down bench-serving bench-operator bench-data-plane bench-scale-out: | $(PYTHON)
 
 $(PYTHON):
 	ITS_VENV=$(VENV) bash devenv/install-deps.sh
