@@ -127,7 +127,11 @@ async def serving(
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
+        plane = app[main.DATA_PLANE]
+        # Cameras start once the engine is warm (the batcher's warm-up, in the background).
+        names = {c.name for c in config.cameras}
+        assert await eventually(lambda: set(plane.pipelines) == names, 30), "cameras did not start"
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as client:
-            yield f"http://127.0.0.1:{port}", app[main.DATA_PLANE], client
+            yield f"http://127.0.0.1:{port}", plane, client
     finally:
         await runner.cleanup()
