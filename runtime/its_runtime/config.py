@@ -287,8 +287,8 @@ class ScaleOutConfig(WireModel):
             "x-kubernetes-validations": [
                 cel(
                     "!has(self.leaseDurationSeconds) || !has(self.renewPeriodSeconds) || "
-                    "self.leaseDurationSeconds > 2 * self.renewPeriodSeconds",
-                    "scaleOut.leaseDurationSeconds must exceed twice renewPeriodSeconds",
+                    "self.leaseDurationSeconds > 3 * self.renewPeriodSeconds",
+                    "scaleOut.leaseDurationSeconds must exceed three times renewPeriodSeconds",
                 )
             ]
         }
@@ -310,9 +310,9 @@ class ScaleOutConfig(WireModel):
 
     @model_validator(mode="after")
     def _lease_outlasts_renewals(self) -> Self:
-        if self.lease_duration_seconds <= 2 * self.renew_period_seconds:
+        if self.lease_duration_seconds <= 3 * self.renew_period_seconds:
             raise ValueError(
-                "scaleOut.leaseDurationSeconds must exceed twice renewPeriodSeconds "
+                "scaleOut.leaseDurationSeconds must exceed three times renewPeriodSeconds "
                 f"(got {self.lease_duration_seconds} and {self.renew_period_seconds})"
             )
         return self

@@ -163,14 +163,16 @@ class CameraLeaseSpec(base.CrModel):
     """How replicas share cameras: each keeps one membership Lease (``coordination.k8s.io``)
     and the cameras follow the live members. Bounds and defaults are the runtime's own
     (``its_runtime.config.ScaleOutConfig``): a killed replica's cameras resume elsewhere
-    within ``durationSeconds + renewPeriodSeconds`` (default 12 s)."""
+    within ``durationSeconds + 2 x renewPeriodSeconds`` (default 14 s) plus the camera's
+    reconnect."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 base.cel(
-                    "self.durationSeconds > 2 * self.renewPeriodSeconds",
-                    "runtime.cameraLease.durationSeconds must exceed twice renewPeriodSeconds",
+                    "self.durationSeconds > 3 * self.renewPeriodSeconds",
+                    "runtime.cameraLease.durationSeconds must exceed three times "
+                    "renewPeriodSeconds",
                     ".durationSeconds",
                 )
             ]
@@ -182,7 +184,9 @@ class CameraLeaseSpec(base.CrModel):
         "lease_duration_seconds",
         description="A replica that stops renewing its Lease (killed, stalled, cut off) "
         "loses its cameras after this long; it stops them itself before that. Must "
-        "exceed twice renewPeriodSeconds.",
+        "exceed three times renewPeriodSeconds (a replica fences itself after "
+        "durationSeconds - 2 x renewPeriodSeconds without a renewal, which must outlast "
+        "one period).",
     )
     renew_period_seconds: int = spec_fields.runtime_field(
         rc.ScaleOutConfig,
@@ -193,16 +197,18 @@ class CameraLeaseSpec(base.CrModel):
 
     @model_validator(mode="after")
     def _lease_outlasts_renewals(self) -> Self:
-        if self.duration_seconds <= 2 * self.renew_period_seconds:
+        if self.duration_seconds <= 3 * self.renew_period_seconds:
             raise ValueError(
-                "runtime.cameraLease.durationSeconds must exceed twice renewPeriodSeconds"
+                "runtime.cameraLease.durationSeconds must exceed three times renewPeriodSeconds"
             )
         return self
 
     @property
     def failover_bound_seconds(self) -> int:
         """The longest a killed replica's cameras go unanalysed."""
-        return self.duration_seconds + self.renew_period_seconds
+        # Survivors time a silent Lease from when they saw it renewed (up to one period
+        # after the renewal) and act at their next tick (up to one period later).
+        return self.duration_seconds + 2 * self.renew_period_seconds
 
 
 class RuntimeSpec(base.CrModel):

@@ -87,9 +87,11 @@ class Timing:
     renew_period_s: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.fence_s <= 0:
+        # A pod fences itself after fence_s without a successful tick; ticks come every
+        # renew period, so the fence must outlast one or a pod would fence between ticks.
+        if self.fence_s <= self.renew_period_s:
             raise ValueError(
-                "leaseDurationSeconds must exceed twice renewPeriodSeconds "
+                "leaseDurationSeconds must exceed three times renewPeriodSeconds "
                 f"(got {self.lease_duration_s} and {self.renew_period_s})"
             )
 

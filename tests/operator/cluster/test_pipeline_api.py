@@ -92,10 +92,10 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
     ),
     (
         "lease-shorter-than-two-renewals",
-        {"runtime": {"image": "i", "cameraLease": {"durationSeconds": 4, "renewPeriodSeconds": 2}}},
+        {"runtime": {"image": "i", "cameraLease": {"durationSeconds": 6, "renewPeriodSeconds": 2}}},
         [
             "spec.runtime.cameraLease.durationSeconds",
-            "durationSeconds must exceed twice renewPeriodSeconds",
+            "durationSeconds must exceed three times renewPeriodSeconds",
         ],
     ),
     (

@@ -176,12 +176,12 @@ def test_lease_fields_take_bounds_and_defaults_from_the_runtime_and_fail_over_wi
     lease = spec_runtime.CameraLeaseSpec()
     assert lease.failover_bound_seconds <= 15
     rules = [r["rule"] for r in runtime["cameraLease"]["x-kubernetes-validations"]]
-    assert rules == ["self.durationSeconds > 2 * self.renewPeriodSeconds"]
+    assert rules == ["self.durationSeconds > 3 * self.renewPeriodSeconds"]
 
 
-def test_a_lease_shorter_than_two_renewals_is_rejected(make_pipeline: Make) -> None:
-    with pytest.raises(resource.InvalidSpecError, match="exceed twice renewPeriodSeconds"):
-        make_pipeline(runtime={"cameraLease": {"durationSeconds": 4, "renewPeriodSeconds": 2}})
+def test_a_lease_not_longer_than_three_renewals_is_rejected(make_pipeline: Make) -> None:
+    with pytest.raises(resource.InvalidSpecError, match="exceed three times renewPeriodSeconds"):
+        make_pipeline(runtime={"cameraLease": {"durationSeconds": 6, "renewPeriodSeconds": 2}})
 
 
 # --- capacity ----------------------------------------------------------------------
