@@ -37,7 +37,12 @@ def test_the_plan_is_derived_once_from_the_config_and_the_engine_spec_uses_it() 
 
 def test_with_buckets_1_2_4_8_five_queued_frames_go_as_one_batch_of_bucket_8() -> None:
     rules = policy.DispatchPolicy(BUCKETS, max_queue_delay_s=0.02)
+    # While a batch computes, waiting for company pays ...
     assert rules.decide(5, waited_s=0.0, closing=False) == policy.Decision(0, wait_s=0.02)
+    # ... on an idle executor it does not: what is queued goes at once.
+    assert rules.decide(5, waited_s=0.0, closing=False, idle=True) == policy.Decision(5, bucket=8)
+    assert rules.decide(1, waited_s=0.0, closing=False, idle=True) == policy.Decision(1, bucket=1)
+    assert rules.decide(11, waited_s=0.0, closing=False, idle=True) == policy.Decision(8, bucket=8)
     assert rules.decide(5, waited_s=0.03, closing=False) == policy.Decision(5, bucket=8)
     assert rules.decide(5, waited_s=0.0, closing=True) == policy.Decision(5, bucket=8)
     assert rules.decide(11, waited_s=0.0, closing=False) == policy.Decision(8, bucket=8)
@@ -116,3 +121,30 @@ def _engines_are_batch_executors(
 ) -> list[batching.BatchExecutor]:
     """Static check (mypy): each executor implements the batcher's Protocol."""
     return [engine, lazy, module]
+
+
+async def test_a_frame_on_an_idle_batcher_is_computed_without_waiting_the_queue_delay() -> None:
+    ex = GatedExecutor(TinyDetector(), SHAPE)
+    ex.open()
+    # A queue delay longer than any wait below: only the idle rule can dispatch in time.
+    cfg = BatchingConfig(max_batch_size=8, opt_batch_size=8, max_queue_delay_ms=1000)
+    b = batching.DynamicBatcher(ex, cfg, plan=BUCKETS)
+    b.start()
+    try:
+        frame = torch.rand(SHAPE)
+        # Alone, on an idle executor: answered well inside the 1 s queue delay.
+        await asyncio.wait_for(b.submit(frame), 0.5)
+        assert ex.entered.acquire(timeout=0)
+        # While a batch computes, frames that arrive wait for company and go together
+        # as soon as the executor is free again (not after the queue delay).
+        ex.close()
+        first = asyncio.create_task(b.submit(frame))
+        assert await asyncio.to_thread(ex.entered.acquire, timeout=5.0)
+        later = [asyncio.create_task(b.submit(frame)) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        assert b.queue_depth == 3  # held back: the executor is busy
+        ex.open()
+        await asyncio.wait_for(asyncio.gather(first, *later), 0.5)
+    finally:
+        ex.open()
+        await b.close()

@@ -206,6 +206,11 @@ class DynamicBatcher:
 
     # -- scheduling ---------------------------------------------------------------------
 
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        # The executor may be idle now: frames waiting for company go at once.
+        self._arrival.set()
+
     def _depth_changed(self) -> None:
         self._observer.record(stats.QueueDepth(self._queue.size))
 
@@ -230,7 +235,7 @@ class DynamicBatcher:
                     continue
                 task = loop.create_task(self._runner.run(entries))
                 self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+                task.add_done_callback(self._batch_done)
             if self._inflight:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
         except Exception:
@@ -251,7 +256,7 @@ class DynamicBatcher:
                 return []
             oldest = self._queue.oldest_enqueued()
             waited = now - oldest if oldest is not None else 0.0
-            decision = self._policy.decide(n, waited, self._closing)
+            decision = self._policy.decide(n, waited, self._closing, idle=not self._inflight)
             if decision.take == 0:
                 self._arrival.clear()
                 await self._wait_arrival(decision.wait_s)
