@@ -12,6 +12,7 @@ going back), equal the video's ground truth for every complete play.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import pathlib
 import signal
@@ -353,8 +354,15 @@ def segments(rows: list[asyncpg.Record]) -> dict[str, list[tuple[str, float, flo
     return out
 
 
-def is_prefix(play: list[tuple[str, str]], truth_in_order: list[tuple[str, str]]) -> bool:
-    return play == truth_in_order[: len(play)]
+def within(play: list[tuple[str, str]], truth: list[tuple[str, str]]) -> bool:
+    """No crossing in ``play`` more often than in the truth (nothing counted twice).
+    Compared as multisets: crossings of one frame share a timestamp, so their order in
+    the database is not the stream's."""
+    return not collections.Counter(play) - collections.Counter(truth)
+
+
+def same(play: list[tuple[str, str]], truth: list[tuple[str, str]]) -> bool:
+    return collections.Counter(play) == collections.Counter(truth)
 
 
 def ordered_truth(scene: synth.Scene) -> list[tuple[str, str]]:
@@ -440,7 +448,7 @@ async def test_kill_9_of_a_replica_moves_its_cameras_within_the_bound(
 
         async def moved_plays_complete() -> bool:
             by = plays_in_order(await crossings(pg_dsn))
-            return all(any(p == truth for p in by.get((c, after[c]), [])) for c in lost)
+            return all(any(same(p, truth) for p in by.get((c, after[c]), [])) for c in lost)
 
         await poll(moved_plays_complete, VIDEO_S + 30)
     finally:
@@ -460,10 +468,10 @@ async def test_kill_9_of_a_replica_moves_its_cameras_within_the_bound(
         assert h["from"] == held[cam]
         assert h["to"] == after[cam]
         assert 0 < h["gap_s"] <= bound, h
-        # The victim's play stopped part-way (an exact prefix of the truth), the
+        # The victim's play stopped part-way (nothing in it beyond the truth), the
         # survivor's play is whole and exact, and the two never overlapped in time.
-        assert all(is_prefix(p, truth) for p in by.get((cam, held[cam]), [])), by
-        assert truth in by[(cam, after[cam])], by
+        assert all(within(p, truth) for p in by.get((cam, held[cam]), [])), by
+        assert any(same(p, truth) for p in by[(cam, after[cam])]), by
         assert [r[0] for r in runs[cam]] == [held[cam], after[cam]], runs[cam]
         assert runs[cam][0][2] < runs[cam][1][1]
     assert len({r["event_key"] for r in rows}) == len(rows)
@@ -527,7 +535,7 @@ async def test_a_stopped_replica_fences_itself_and_never_double_counts(
         assert names[1] in {r.name for r in others}, runs[cam]
         assert len(names) <= 3, runs[cam]
     for (cam, _), ps in plays_in_order(rows).items():
-        assert all(is_prefix(p, truth) for p in ps), (cam, ps)  # nothing counted twice
+        assert all(within(p, truth) for p in ps), (cam, ps)  # nothing counted twice
     assert len({r["event_key"] for r in rows}) == len(rows)
 
 
