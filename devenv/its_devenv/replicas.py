@@ -22,13 +22,10 @@ from typing import Any
 
 from its_devenv import cluster as devcluster
 from its_devenv import localrun, procs
+from its_operator.builders import rbac
 
-#: The Lease verbs the runtime's Role grants (the operator's ``builders/rbac.py`` rule).
-LEASE_RULE = {
-    "apiGroups": ["coordination.k8s.io"],
-    "resources": ["leases"],
-    "verbs": ["get", "list", "watch", "create", "update", "delete"],
-}
+#: The runtime's Role, exactly as the operator grants it.
+LEASE_RULE = rbac.LEASE_RULE
 
 
 def runtime_identity(

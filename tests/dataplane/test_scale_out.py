@@ -218,16 +218,8 @@ async def spans(dsn: str) -> dict[str, list[tuple[str, float, float]]]:
 
 
 def plays(rows: list[asyncpg.Record]) -> dict[tuple[str, str], list[list[tuple[str, str]]]]:
-    """(camera, replica) -> the crossings of each play, in order of play."""
-    out: dict[tuple[str, str], list[list[tuple[str, str]]]] = {}
-    last: dict[tuple[str, str], float] = {}
-    for r in rows:
-        key, t = (r["camera"], r["replica"]), float(r["media_time"] or 0.0)
-        if key not in out or t < last[key] - 1.0:
-            out.setdefault(key, []).append([])
-        last[key] = t
-        out[key][-1].append((r["direction"], r["class_name"]))
-    return {k: [sorted(p) for p in v] for k, v in out.items()}
+    """(camera, replica) -> the crossings of each play, in order of play (each sorted)."""
+    return {k: [sorted(p) for p in v] for k, v in plays_in_order(rows).items()}
 
 
 # 1 ------------------------------------------------------------------------------------------

@@ -16,38 +16,50 @@ from its_operator.api import resource, spec_storage
 from its_operator.builders import meta
 
 
+def _claim(
+    p: resource.Pipeline,
+    name: str,
+    *,
+    access_mode: spec_storage.AccessMode,
+    size: str,
+    storage_class_name: str | None,
+    owned: bool = True,
+) -> meta.Manifest:
+    pvc_spec: dict[str, object] = {
+        "accessModes": [access_mode.value],
+        "volumeMode": "Filesystem",
+        "resources": {"requests": {"storage": size}},
+    }
+    if storage_class_name is not None:
+        pvc_spec["storageClassName"] = storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": meta.metadata(p, name, owned=owned),
+        "spec": pvc_spec,
+    }
+
+
 def journal(p: resource.Pipeline) -> meta.Manifest:
     """The journal claim every replica shares (``spec.journal.enabled``): always owned,
     so it goes with the pipeline."""
     j = p.spec.journal
-    pvc_spec: dict[str, object] = {
-        "accessModes": [j.access_mode.value],
-        "volumeMode": "Filesystem",
-        "resources": {"requests": {"storage": j.size}},
-    }
-    if j.storage_class_name is not None:
-        pvc_spec["storageClassName"] = j.storage_class_name
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": meta.metadata(p, meta.journal_claim_name(p)),
-        "spec": pvc_spec,
-    }
+    return _claim(
+        p,
+        meta.journal_claim_name(p),
+        access_mode=j.access_mode,
+        size=j.size,
+        storage_class_name=j.storage_class_name,
+    )
 
 
 def build(p: resource.Pipeline) -> meta.Manifest:
     cache = p.spec.engine_cache
-    owned = cache.retention is spec_storage.Retention.DELETE
-    pvc_spec: dict[str, object] = {
-        "accessModes": [cache.access_mode.value],
-        "volumeMode": "Filesystem",
-        "resources": {"requests": {"storage": cache.size}},
-    }
-    if cache.storage_class_name is not None:
-        pvc_spec["storageClassName"] = cache.storage_class_name
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": meta.metadata(p, meta.engine_cache_claim_name(p), owned=owned),
-        "spec": pvc_spec,
-    }
+    return _claim(
+        p,
+        meta.engine_cache_claim_name(p),
+        access_mode=cache.access_mode,
+        size=cache.size,
+        storage_class_name=cache.storage_class_name,
+        owned=cache.retention is spec_storage.Retention.DELETE,
+    )
