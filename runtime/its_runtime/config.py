@@ -90,6 +90,13 @@ class OutputFormat(enum.StrEnum):
     YOLO = "yolo"  # raw (N, boxes, 4 + classes) tensor; NMS in post-processing
 
 
+class ResizeMode(enum.StrEnum):
+    """How frames become the model input (its_runtime.letterbox does the arithmetic)."""
+
+    STRETCH = "stretch"  # scale each axis to the input size (torchvision SSD style)
+    LETTERBOX = "letterbox"  # keep the aspect ratio, pad with grey (YOLO style)
+
+
 class BatchingConfig(WireModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -165,6 +172,14 @@ class ModelConfig(WireModel):
     )
     output_format: OutputFormat = Field(
         OutputFormat.TORCHVISION, description="How to read the model's output: torchvision or yolo."
+    )
+    resize: ResizeMode = Field(
+        ResizeMode.STRETCH,
+        description=(
+            "How frames are fitted to inputShape: stretch scales each axis to it; "
+            "letterbox keeps the aspect ratio and pads with grey, as YOLO-style models "
+            "are trained. Boxes are mapped back to the frame either way."
+        ),
     )
     backend: Backend = Field(
         Backend.AUTO,
