@@ -48,7 +48,7 @@ def test_boxes_map_back_to_the_frame_within_one_pixel(w: int, h: int, dst: int) 
         back = fit.boxes_to_source(on_input) * np.array([w, h, w, h], np.float32)
         assert np.abs(back - np.array([x1, y1, x2, y2])).max() <= 1.0
         # Rounded to whole input pixels, the error is at most half an input pixel.
-        snapped = np.round(on_input * dst) / dst
+        snapped = (np.round(on_input * dst) / dst).astype(np.float32)
         back = fit.boxes_to_source(snapped) * np.array([w, h, w, h], np.float32)
         input_px = w / fit.scaled_w
         assert np.abs(back - np.array([x1, y1, x2, y2])).max() <= 0.5 * input_px + 1e-3
