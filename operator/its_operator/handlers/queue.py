@@ -103,6 +103,9 @@ class WorkQueue(Generic[K]):
             heapq.heappop(self._heap)
             del self._due[key]
             metrics.QUEUE_DEPTH.set(len(self._due))
+            if key in self._active:  # never two at once: run it again after this one
+                self._again[key] = min(due, self._again.get(key, due))
+                continue
             return key, None
         return None, None
 
@@ -112,8 +115,13 @@ class WorkQueue(Generic[K]):
         try:
             while True:
                 await self._gate.wait_open()
+                # A worker slot first, then the key: a key popped while waiting for a
+                # slot would be neither queued nor active, so an add() in that gap
+                # would queue it a second time and the two would run side by side.
+                await self._slots.acquire()
                 key, wait = self._pop_due(loop.time())
                 if key is None:
+                    self._slots.release()
                     if not self._active and not self._due:
                         self._idle.set()
                     self._wakeup.clear()
@@ -121,7 +129,6 @@ class WorkQueue(Generic[K]):
                         async with asyncio.timeout(wait):
                             await self._wakeup.wait()
                     continue
-                await self._slots.acquire()
                 self._active.add(key)
                 task = asyncio.create_task(self._work(key), name=f"reconcile {key}")
                 self._tasks.add(task)

@@ -112,3 +112,24 @@ async def test_nothing_runs_while_the_gate_is_closed() -> None:
         await asyncio.sleep(0.01)
         await q.join()
     assert rec.calls == ["b"]
+
+
+async def test_a_key_added_while_waiting_for_a_worker_never_runs_twice_at_once() -> None:
+    """All workers busy: the dispatcher has popped "k" and waits for a slot. An add of
+    "k" in that gap must not let a second reconcile of "k" start beside the first."""
+    rec = Recorder(hold=0.2)
+    q: queue.WorkQueue[str] = queue.WorkQueue(rec, workers=2)
+    async with running(q):
+        q.add("busy-1")
+        q.add("busy-2")
+        await asyncio.sleep(0.02)  # both workers are now holding
+        q.add("k")
+        await asyncio.sleep(0.02)  # the dispatcher has reached "k" and waits for a slot
+        q.add("k")  # a watch event for k arrives in that gap
+        await asyncio.sleep(0.25)  # one worker frees: k starts
+        q.add("k")
+        await asyncio.sleep(0.01)
+        await q.join()
+    assert not rec.overlap, rec.calls
+    assert rec.calls.count("k") >= 1
+
