@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,8 +83,10 @@ def test_error_rate_throughput_and_queue_depth_alerts() -> None:
     feed(t, clock, [5.0] * 10, seconds=3, ok=False)
     depth[0] = 11
     alerts = t.report()["alerts"]
-    assert set(alerts) == {"error_rate", "throughput", "queue_depth"}
+    # Over 1 % of the frames in the window failed: p99 over all frames is a miss too.
+    assert set(alerts) == {"error_rate", "throughput", "queue_depth", "p99_latency"}
     assert "below the target 100.0 fps" in alerts["throughput"]
+    assert "frames failed or were shed" in alerts["p99_latency"]
 
 
 def test_a_markedly_slower_recent_half_is_called_a_degradation() -> None:
@@ -131,3 +134,43 @@ def test_throughput_counts_from_the_first_frame_not_from_start_up() -> None:
     clock.now += 50  # warm-up: no frames yet
     feed(t, clock, [10.0] * 300, seconds=10)  # then 30 fps for 10 s
     assert t.report()["throughput"]["fps"] == pytest.approx(30, rel=0.02)
+
+
+def test_shed_and_failed_frames_are_slo_misses_not_flattery() -> None:
+    """Half the frames shed, the other half answered fast: 50 % compliance, p99 beyond
+    the SLO, never 100 % (the answered frames alone would read perfect)."""
+    clock = Clock()
+    t = tracker(clock, windowS=10, p99LatencyMs=100)
+    for _ in range(200):
+        clock.now += 0.02
+        t.record(0.005, True)
+        t.record(0.0001, False)  # refused at once (queue full): fast, but a miss
+    r = t.report()
+    assert r["frames"] == 400
+    assert r["latency_ms"]["p99"] == pytest.approx(5.0, rel=0.01)  # answered frames
+    assert r["sla"]["compliance"] == pytest.approx(0.5)
+    assert r["sla"]["p99_all_ms"] is None
+    assert r["sla"]["p99_within_slo"] is False
+    assert "p99_latency" in r["alerts"]
+
+
+def test_a_report_costs_the_same_however_many_frames_the_window_holds() -> None:
+    """200,000 frames in the window (the old deque walked them all: 143 ms per report on
+    the event loop): the tracker holds one bucket per slice, and a report stays cheap."""
+    import time as _time
+
+    clock = Clock()
+    t = tracker(clock, windowS=60)
+    rng = np.random.default_rng(0)
+    for ms in rng.uniform(5, 50, 200_000):
+        clock.now += 60 / 200_000
+        t.record(float(ms) / 1000.0, True)
+    assert len(t._buckets) <= performance.BUCKETS_PER_WINDOW + 1
+    durations = []
+    for _ in range(5):
+        start = _time.perf_counter()
+        r = t.report()
+        durations.append(_time.perf_counter() - start)
+    assert r["frames"] == 200_000
+    assert r["latency_ms"]["p50"] == pytest.approx(27.5, rel=0.02)
+    assert sorted(durations)[2] < 0.03, durations
