@@ -132,4 +132,3 @@ async def test_a_key_added_while_waiting_for_a_worker_never_runs_twice_at_once()
         await q.join()
     assert not rec.overlap, rec.calls
     assert rec.calls.count("k") >= 1
-
