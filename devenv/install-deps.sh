@@ -71,3 +71,5 @@ if [ ! -e "$stamp" ] || ! here_ok; then
 fi
 
 bash devenv/its_devenv/build-control-plane.sh all
+# kstatus (Flux's status library) as a tiny Go tool the status tests run; cached likewise.
+"$PY" -m its_devenv.kstatus build >/dev/null

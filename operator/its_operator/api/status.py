@@ -4,8 +4,11 @@ Shaped for the tools that read it, not for the operator: conditions follow
 ``metav1.Condition`` exactly (kstatus, Argo CD and ``kubectl wait`` understand them),
 ``observedGeneration`` is the CR's own generation (never a child's), and the flat
 ``reason``/``replicasSummary`` strings exist only so printer columns can show them.
-Conditions have positive polarity except ``Degraded``, which the issue asks for and
-which, like kstatus' ``Stalled``, is True only while something is wrong.
+``Ready`` and ``Progressing`` have positive polarity; ``Degraded`` is True only while
+something is wrong. ``Reconciling`` and ``Stalled`` are kstatus' own abnormal-true
+conditions (``sigs.k8s.io/cli-utils/pkg/kstatus``, which Flux reads): Reconciling
+while the operator or the Deployment still works towards the spec, Stalled while it
+cannot get there without a change by the user; never both True.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ class ConditionType(enum.StrEnum):
     READY = "Ready"
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
+    #: kstatus: True while a rollout or the pods are still on their way (InProgress).
+    RECONCILING = "Reconciling"
+    #: kstatus: True while the spec cannot work without a user's change (Failed).
+    STALLED = "Stalled"
 
 
 class ConditionStatus(enum.StrEnum):
@@ -35,7 +42,7 @@ class Condition(base.CrModel):
         max_length=316,
         pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
         r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
-        description="Ready, Progressing or Degraded.",
+        description="Ready, Progressing, Degraded, Reconciling or Stalled.",
     )
     status: ConditionStatus = Field(..., description="True, False or Unknown.")
     observed_generation: int = Field(
@@ -121,7 +128,7 @@ class PipelineStatus(base.CrModel):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, Progressing and Degraded (metav1.Condition).",
+        description="Ready, Progressing, Degraded, Reconciling and Stalled (metav1.Condition).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     replicas: int = Field(0, ge=0, description="Pods of the runtime Deployment.")

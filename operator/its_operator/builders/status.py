@@ -8,12 +8,22 @@ Available), and Progressing says a rollout is under way. Problems found by the
 operator itself (a missing Secret, a child the API server refused, a spec that does
 not parse) outrank the Deployment's view.
 
+Beside those, kstatus' own abnormal-true pair, for Flux and any tool built on
+``sigs.k8s.io/cli-utils/pkg/kstatus`` (which reads ``Reconciling``/``Stalled`` True
+before anything else, then Ready): ``Stalled`` True while the pipeline cannot work
+until the user changes something (a stalling problem, :data:`findings.STALLING_REASONS`;
+a runtime that exits because its model cannot load or its config is refused; a
+request for more GPUs, CPU or memory than any node has, in the scheduler's own words;
+a rollout past its progress deadline), else ``Reconciling`` True while a rollout is under way or
+pods are not ready yet. Never both, so kstatus reads Failed, InProgress or Current
+without depending on their order.
+
 ``lastTransitionTime`` moves only when a condition's status flips, so an unchanged
 world renders a byte-identical status and the handlers write nothing. The function
 also returns the transitions worth an Event: into and out of Degraded, Ready
-falling from True, and cameras moving between replicas (:mod:`cameras`). The normal
-path (created, then Ready) posts none, which keeps a new pipeline's API writes to its
-children plus two status updates.
+falling from True, into Stalled without Degraded, and cameras moving between
+replicas (:mod:`cameras`). The normal path (created, then Ready) posts none, which
+keeps a new pipeline's API writes to its children plus two status updates.
 """
 
 from __future__ import annotations
@@ -29,8 +39,15 @@ from its_operator.builders.findings import Problem, Transition
 
 __all__ = ["Observation", "Problem", "Transition", "compute"]
 
-READY, PROGRESSING, DEGRADED = (c.value for c in st.ConditionType)
+READY, PROGRESSING, DEGRADED, RECONCILING, STALLED = (c.value for c in st.ConditionType)
 TRUE, FALSE = st.ConditionStatus.TRUE.value, st.ConditionStatus.FALSE.value
+
+#: The scheduler's words (its FitError, post-filter part) when preempting pods would
+#: not help on any node: the request exceeds what a node has, not what is free now.
+#: While some node could fit the pod once others leave, it says "No preemption victims
+#: found" instead, and the pipeline is only waiting (until its progress deadline).
+UNRESOLVABLE = "Preemption is not helpful for scheduling"
+RESOLVABLE = "No preemption victims found"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +62,9 @@ class Observation:
     problems: Sequence[Problem] = ()
     #: Why pods do not run, from their PodScheduled/ContainersReady conditions.
     pod_cause: str | None = None
+    #: The runtime refuses to start, by its own exit code (model cannot load, config
+    #: refused) in crash-looping pods: stalls the pipeline, like a stalling problem.
+    runtime_failure: Problem | None = None
     paused: bool = False
     #: ``status.cameras`` from the live Leases; None: not known yet (keep the stored one).
     cameras: Mapping[str, Any] | None = None
@@ -131,6 +151,56 @@ def _rollout(o: Observation) -> tuple[dict[str, str], dict[str, str], dict[str, 
     return ready_c, progressing_c, degraded_c, desired, ready
 
 
+def _unschedulable_for_good(pod_cause: str | None) -> str | None:
+    """The scheduler's message when some pod can fit on no node even if others left."""
+    for cause in (pod_cause or "").split("; "):
+        if (
+            cause.startswith("Unschedulable")
+            and "Insufficient " in cause
+            and UNRESOLVABLE in cause
+            and RESOLVABLE not in cause
+        ):
+            return cause.removeprefix("Unschedulable: ")
+    return None
+
+
+def _stalled(o: Observation, progressing_c: dict[str, str]) -> dict[str, str] | None:
+    """kstatus' Stalled=True condition when the pipeline cannot work without a change."""
+    stalling = [p for p in o.problems if p.stalling]
+    if stalling:
+        return _cond(STALLED, TRUE, stalling[0].reason, "; ".join(p.message for p in stalling))
+    if o.runtime_failure is not None:
+        return _cond(STALLED, TRUE, o.runtime_failure.reason, o.runtime_failure.message)
+    unfit = _unschedulable_for_good(o.pod_cause)
+    if unfit is not None:
+        return _cond(STALLED, TRUE, "Unschedulable", f"no node has what a pod requests: {unfit}")
+    if progressing_c["reason"] == "ProgressDeadlineExceeded":
+        cause = f" ({o.pod_cause})" if o.pod_cause else ""
+        message = f"{progressing_c['message'] or 'rollout stalled'}{cause}"
+        return _cond(STALLED, TRUE, "ProgressDeadlineExceeded", message)
+    return None
+
+
+def _kstatus(
+    o: Observation, ready_c: dict[str, str], progressing_c: dict[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(Reconciling, Stalled): never both True."""
+    stalled_c = _stalled(o, progressing_c)
+    if stalled_c is not None:
+        why = f"stopped until something changes: see Stalled ({stalled_c['reason']})"
+        return _cond(RECONCILING, FALSE, "Stalled", why), stalled_c
+    not_stalled = _cond(STALLED, FALSE, "AsExpected", "")
+    if o.paused:
+        return _cond(RECONCILING, FALSE, "Paused", "spec.paused is true"), not_stalled
+    if progressing_c["status"] == TRUE:
+        reconciling_c = _cond(RECONCILING, TRUE, progressing_c["reason"], progressing_c["message"])
+    elif ready_c["status"] != TRUE:
+        reconciling_c = _cond(RECONCILING, TRUE, ready_c["reason"], ready_c["message"])
+    else:
+        reconciling_c = _cond(RECONCILING, FALSE, "Reconciled", "the current spec runs")
+    return reconciling_c, not_stalled
+
+
 def _with_times(
     new: dict[str, str], previous: Mapping[str, Mapping[str, Any]], generation: int, now: str
 ) -> dict[str, Any]:
@@ -160,15 +230,20 @@ def compute(
     if o.problems:
         first = o.problems[0]
         degraded_c = _cond(DEGRADED, TRUE, first.reason, "; ".join(p.message for p in o.problems))
+    # From the Deployment's own view, before a pause hides it: paused or not, a
+    # rollout past its deadline stays stalled.
+    reconciling_c, stalled_c = _kstatus(o, ready_c, progressing_c)
     if o.paused:
         progressing_c = _cond(PROGRESSING, FALSE, "Paused", "spec.paused is true")
 
     conditions = [
         _with_times(c, prev_conditions, o.generation, now)
-        for c in (ready_c, progressing_c, degraded_c)
+        for c in (ready_c, progressing_c, degraded_c, reconciling_c, stalled_c)
     ]
     if degraded_c["status"] == TRUE:
         reason = degraded_c["reason"]
+    elif stalled_c["status"] == TRUE:
+        reason = stalled_c["reason"]
     elif ready_c["status"] != TRUE:
         reason = ready_c["reason"]
     elif progressing_c["status"] == TRUE:
@@ -200,7 +275,7 @@ def compute(
         status["endpoint"] = o.endpoint
     if o.service_monitor is not None:
         status["monitoring"] = {"serviceMonitor": o.service_monitor.value}
-    transitions = _transitions(prev_conditions, ready_c, degraded_c)
+    transitions = _transitions(prev_conditions, ready_c, degraded_c, stalled_c)
     previous_cameras = (previous or {}).get("cameras")
     if o.cameras is not None:
         status["cameras"] = dict(o.cameras)
@@ -217,7 +292,10 @@ def compute(
 
 
 def _transitions(
-    prev: Mapping[str, Mapping[str, Any]], ready_c: dict[str, str], degraded_c: dict[str, str]
+    prev: Mapping[str, Mapping[str, Any]],
+    ready_c: dict[str, str],
+    degraded_c: dict[str, str],
+    stalled_c: dict[str, str],
 ) -> list[Transition]:
     out: list[Transition] = []
     old_degraded = prev.get(DEGRADED, {}).get("status")
@@ -225,6 +303,14 @@ def _transitions(
         out.append(Transition("Warning", degraded_c["reason"], degraded_c["message"]))
     elif degraded_c["status"] == FALSE and old_degraded == TRUE:
         out.append(Transition("Normal", "Recovered", "no longer degraded"))
+    elif (
+        stalled_c["status"] == TRUE
+        and degraded_c["status"] != TRUE
+        and prev.get(STALLED, {}).get("status") != TRUE
+    ):
+        # Stalled by what Degraded does not say (a model that cannot load, a request
+        # no node fits): worth its own Warning; with Degraded, that one says it.
+        out.append(Transition("Warning", stalled_c["reason"], stalled_c["message"]))
     if prev.get(READY, {}).get("status") == TRUE and ready_c["status"] != TRUE:
         out.append(Transition("Warning", ready_c["reason"], ready_c["message"]))
     return out
