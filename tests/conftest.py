@@ -28,6 +28,7 @@ _MARKER_BY_FIXTURE = {
     "services": "services",
     "rtsp_server": "services",
     "serve": "slow",
+    "redis_cluster": "slow",
 }
 
 

@@ -1,14 +1,14 @@
 """``spec.cache`` and ``spec.database``: the services the runtime pods connect to.
 
-Both reuse the runtime's own field definitions (pool sizes, cache size and TTL) via
-:func:`spec_fields.runtime_field`, and both keep credentials out of the spec (a Secret
-key reference instead), so the one place that says how a CR names its backends is
-here.
+Both reuse the runtime's own field definitions (pool sizes, cache size and TTL, Redis
+topology and timeouts) via :func:`spec_fields.runtime_field`, and both keep
+credentials out of the spec (a Secret key reference instead), so the one place that
+says how a CR names its backends is here.
 """
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -40,6 +40,30 @@ class CacheSpec(base.CrModel):
     )
     l1_max_entries: int = spec_fields.runtime_field(rc.CacheConfig, "l1_max_entries")
     ttl_seconds: float = spec_fields.runtime_field(rc.CacheConfig, "ttl_seconds")
+    cluster: Literal["auto", "standalone", "cluster"] = spec_fields.runtime_field(
+        rc.CacheConfig,
+        "cluster",
+        description="Redis topology: auto (the runtime asks the URL's node whether cluster "
+        "mode is on), standalone (one server) or cluster (Redis Cluster; the URL names a "
+        "startup node and the others are discovered).",
+    )
+    max_connections: int = spec_fields.runtime_field(
+        rc.CacheConfig,
+        "max_connections",
+        description="Most Redis connections per runtime pod (per node in a cluster); a "
+        "request that finds none free is answered from L1 and the database.",
+    )
+    socket_timeout_ms: int = spec_fields.runtime_field(
+        rc.CacheConfig,
+        "socket_timeout_ms",
+        description="Longest wait for a Redis reply. Past it the cache is degraded for a "
+        "while (requests are answered from L1 and the database) and probed in the background.",
+    )
+    connect_timeout_ms: int = spec_fields.runtime_field(
+        rc.CacheConfig,
+        "connect_timeout_ms",
+        description="Longest wait to open a Redis connection; past it as for socketTimeoutMs.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:

@@ -1,17 +1,21 @@
 """L2: Redis through ``redis.asyncio``, pooled, pipelined, standalone or cluster.
 
-* **Pool and pipelining.** One client with a bounded connection pool per process;
-  multi-key reads and writes go through one non-transactional pipeline (one round
-  trip; in a cluster redis-py splits it per node, so keys in different slots work).
-* **Cluster support.** A ``redis://`` URL is probed with ``INFO cluster`` on first
-  use: a node with ``cluster_enabled:1`` is switched to ``RedisCluster``, which
-  follows MOVED/ASK redirects and discovers the other nodes. ``cluster=True/False``
-  skips the probe.
+* **Pool and pipelining.** One client with a bounded connection pool per process (per
+  node in a cluster); multi-key reads and writes go through one non-transactional
+  pipeline (one round trip; in a cluster redis-py splits it per node, so keys in
+  different slots work).
+* **Cluster support.** ``cluster=None`` (``cache.cluster: auto``) asks the URL's node
+  whether it is in a cluster and picks ``RedisCluster`` or ``Redis``; ``True``/``False``
+  (``cluster``/``standalone``) skip the question (:mod:`.redis_client`).
 * **Fail fast, degrade, come back.** Socket timeouts are short and redis-py's own
-  retries are off: a dead Redis must cost a request milliseconds, not seconds. After a
-  failure L2 is *degraded*: calls fail immediately (the caller falls back to L1 and
-  the database) until the retry time, when one call probes again; a background task
-  also probes, so L2 recovers even without traffic. Errors are counted by operation.
+  retries are off: a dead Redis must cost a request milliseconds, not seconds. Any
+  exception from the client is a failure (cluster errors included, which are not all
+  ``RedisError``s): L2 is then *degraded*, callers get :class:`L2UnavailableError`
+  (and use L1 and the database), and calls fail immediately until the retry time,
+  when one call probes again. A background task probes too (at the retry time while
+  degraded, every ``health_interval_s`` while up), so L2 recovers without traffic
+  and a cluster that went down shows as degraded before a request finds out. The
+  task survives anything a probe raises. Errors are counted by operation.
 * **Reports, not metrics.** Health, errors and latencies go to a
   :class:`~its_runtime.observability.dataplane_stats.CacheObserver`.
 """
@@ -25,18 +29,18 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-import redis.exceptions
-from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from its_runtime.config import CacheConfig
+from its_runtime.dataplane.cache import redis_client
 from its_runtime.dataplane.ingest.backoff import Backoff
 from its_runtime.observability import dataplane_stats
 
 log = logging.getLogger(__name__)
 
-_FAILURES = (redis.exceptions.RedisError, OSError, TimeoutError)
+#: ``cache.cluster`` of the runtime config -> ``RedisL2(cluster=...)``.
+CLUSTER_MODES: dict[str, bool | None] = {"auto": None, "standalone": False, "cluster": True}
 
 
 class L2UnavailableError(RuntimeError):
@@ -54,6 +58,7 @@ class RedisL2:
         cluster: bool | None = None,
         key_prefix: str = "its:",
         backoff: Backoff | None = None,
+        health_interval_s: float = 5.0,
         observer: dataplane_stats.CacheObserver | None = None,
     ) -> None:
         self._observer = observer or dataplane_stats.PROMETHEUS.cache
@@ -63,6 +68,7 @@ class RedisL2:
         self.connect_timeout_s = connect_timeout_s
         self.cluster = cluster
         self.prefix = key_prefix
+        self.health_interval_s = health_interval_s
         self._backoff = backoff or Backoff(initial_s=0.2, max_s=5.0)
         self._client: Any = None
         self._lock = asyncio.Lock()
@@ -73,6 +79,24 @@ class RedisL2:
         self._retry_at = 0.0
         self._monitor: asyncio.Task[None] | None = None
         self._observer.l2_available(True)
+
+    @classmethod
+    def from_config(
+        cls,
+        url: str,
+        config: CacheConfig,
+        *,
+        observer: dataplane_stats.CacheObserver | None = None,
+    ) -> RedisL2:
+        """The L2 that the runtime config's ``cache`` section describes."""
+        return cls(
+            url,
+            max_connections=config.max_connections,
+            socket_timeout_s=config.socket_timeout_ms / 1000.0,
+            connect_timeout_s=config.connect_timeout_ms / 1000.0,
+            cluster=CLUSTER_MODES[config.cluster],
+            observer=observer,
+        )
 
     # -- connection -----------------------------------------------------------------
 
@@ -90,22 +114,10 @@ class RedisL2:
         async with self._lock:
             if self._client is not None:
                 return self._client
-            cluster = self.cluster
-            if cluster is None:
-                probe = aioredis.Redis.from_url(self.url, **self._options())
-                try:
-                    info = await probe.info("cluster")
-                finally:
-                    await probe.aclose()
-                cluster = bool(int(info.get("cluster_enabled", 0)))
-            if cluster:
-                self._client = RedisCluster.from_url(self.url, **self._options())
-                await self._client.initialize()
-            else:
-                self._client = aioredis.Redis.from_url(self.url, **self._options())
-            self.cluster = cluster
+            client, cluster = await redis_client.connect(self.url, self._options(), self.cluster)
+            self._client, self.cluster = client, cluster
             log.info("redis L2 at %s (%s)", self.url, "cluster" if cluster else "standalone")
-            return self._client
+            return client
 
     def start(self) -> None:
         """Start the background probe that brings L2 back without traffic."""
@@ -113,6 +125,11 @@ class RedisL2:
             self._monitor = asyncio.get_running_loop().create_task(
                 self._watch(), name="its-redis-monitor"
             )
+
+    @property
+    def watching(self) -> bool:
+        """Whether the background probe is running."""
+        return self._monitor is not None and not self._monitor.done()
 
     async def close(self) -> None:
         if self._monitor is not None:
@@ -122,15 +139,29 @@ class RedisL2:
             self._monitor = None
         client, self._client = self._client, None
         if client is not None:
-            with contextlib.suppress(*_FAILURES):
+            with contextlib.suppress(Exception):
                 await client.aclose()
 
     async def _watch(self) -> None:
+        """Probe at the retry time while degraded, every ``health_interval_s`` while up.
+        Nothing a probe raises ends the loop: it is logged and the next probe comes."""
+        next_probe = time.monotonic() + self.health_interval_s
         while True:
-            await asyncio.sleep(max(0.1, self._retry_at - time.monotonic()) if not self.up else 1.0)
-            if not self.up and time.monotonic() >= self._retry_at:
-                with contextlib.suppress(L2UnavailableError):
-                    await self.ping()
+            try:
+                now = time.monotonic()
+                if self.up:
+                    await asyncio.sleep(max(0.1, min(1.0, next_probe - now)))
+                else:
+                    await asyncio.sleep(max(0.1, self._retry_at - now))
+                now = time.monotonic()
+                if now >= (next_probe if self.up else self._retry_at):
+                    next_probe = now + self.health_interval_s
+                    with contextlib.suppress(L2UnavailableError):
+                        await self.ping()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("redis L2 health probe failed unexpectedly; probing on")
 
     # -- state ----------------------------------------------------------------------
 
@@ -140,13 +171,15 @@ class RedisL2:
 
     def _failed(self, op: str, exc: BaseException) -> L2UnavailableError:
         self.errors += 1
-        self._observer.l2_failed(op)
         self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        if not isinstance(exc, redis_client.FAILURES):
+            log.error("redis L2 %s raised an unexpected error", op, exc_info=exc)
         if self.up:
             self.down_since = time.time()
             log.warning("redis L2 degraded (%s); serving from L1 and the database", self.last_error)
         self.up = False
         self._retry_at = time.monotonic() + self._backoff.next_delay()
+        self._observer.l2_failed(op)
         self._observer.l2_available(False)
         return L2UnavailableError(f"redis degraded: {self.last_error}")
 
@@ -170,11 +203,12 @@ class RedisL2:
     # -- operations -----------------------------------------------------------------
 
     async def ping(self) -> None:
+        """Probe: ``PING`` standalone; in a cluster, every node's ``cluster_state``."""
         self._check()
         try:
             client = await self._ensure_client()
-            await client.ping()
-        except _FAILURES as exc:
+            await redis_client.probe(client, bool(self.cluster))
+        except Exception as exc:
             raise self._failed("ping", exc) from exc
         self._succeeded()
 
@@ -191,7 +225,7 @@ class RedisL2:
                     pipe.get(self.prefix + key)
                     pipe.pttl(self.prefix + key)
                 replies = await pipe.execute()
-        except _FAILURES as exc:
+        except Exception as exc:
             raise self._failed("get", exc) from exc
         self._succeeded()
         self._observer.cache_latency("l2", "get", time.perf_counter() - start)
@@ -218,7 +252,7 @@ class RedisL2:
                     px = max(1, int(ttls.get(key, ttl_s) * 1000))
                     pipe.set(self.prefix + key, value, px=px)
                 await pipe.execute()
-        except _FAILURES as exc:
+        except Exception as exc:
             raise self._failed("set", exc) from exc
         self._succeeded()
         self._observer.cache_latency("l2", "set", time.perf_counter() - start)
