@@ -12,7 +12,7 @@ CHECK_MARKERS := not cluster and not services and not slow and not gpu
 
 .PHONY: help deps build-control-plane dev-cluster dev-cluster-down dev-cluster-reset \
         services services-down demo-down crds crds-check lint typecheck imports pytest test demo check \
-        bench-serving bench-operator bench-data-plane bench-scale-out clean
+        bench-serving bench-operator bench-data-plane bench-scale-out bench-cameras clean
 
 help:
 	@echo "make demo              the main job: cluster, services, operator, a pipeline, live runtime"
@@ -78,6 +78,10 @@ demo-down:
 	$(PYTHON) -m its_devenv.demo down
 
 bench-serving:
+	@$(PYTHON) -c 'import ray.serve, matplotlib' 2>/dev/null || { \
+	  echo "[bench-serving] installing the 'bench' extra (Ray Serve, matplotlib) into $(VENV)" >&2; \
+	  $${ITS_CACHE_DIR:-$(HOME)/.cache/its-analytics}/uv-tool/bin/uv pip install -q --python $(PYTHON) -e '.[bench]' \
+	  || echo '[bench-serving] could not install the bench extra: Ray Serve will be recorded as an error' >&2; }
 	$(PYTHON) benchmarks/serving.py
 
 bench-operator:
@@ -89,6 +93,9 @@ bench-data-plane:
 bench-scale-out:
 	$(PYTHON) benchmarks/scale_out.py
 
+bench-cameras:
+	$(PYTHON) benchmarks/cameras.py
+
 clean:
 	-$(DEVENV) cluster down
 	-$(DEVENV) services down
@@ -96,7 +103,8 @@ clean:
 
 # Any target that runs the project's Python needs the virtual environment first.
 dev-cluster dev-cluster-down dev-cluster-reset services services-down crds crds-check \
-lint typecheck imports pytest check demo-down bench-serving bench-operator bench-data-plane bench-scale-out: | $(PYTHON)
+lint typecheck imports pytest check demo-down bench-serving bench-operator bench-data-plane bench-scale-out \
+bench-cameras: | $(PYTHON)
 
 $(PYTHON):
 	ITS_VENV=$(VENV) bash devenv/install-deps.sh

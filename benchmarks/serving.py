@@ -1,27 +1,63 @@
 """Serving benchmark: this runtime vs its limits, a naive server and Ray Serve.
 
-One invocation measures, on the same model file, backend, engine cache and thread
-settings:
+One invocation measures, on the same model file, backend, engine cache, thread settings
+and payloads:
 
 1. Two in-process limits with no serving: (a) the model forward at its best batch size,
    (b) the whole per-frame pipeline (JPEG decode with DCT scaling + resize/normalise in a
    thread pool, batched forward, post-processing) at its best batch size.
-2. ``its-runtime`` (the real console script, in its own process) under closed-loop load
-   at 1, 8, 32 and 64 concurrent clients, and open-loop Poisson arrivals at 50% and 80%
-   of its saturation rate (the best closed-loop throughput).
-3. A naive server (aiohttp, one forward per request, same decode pool) and
-4. Ray Serve with ``@serve.batch`` (same engine, same decode), at the same loads.
+2. Three servers, each in its own process and only one running at a time:
+   ``its-runtime`` (the real console script), a naive server (aiohttp, one forward per
+   request, same decode pool) and Ray Serve with ``@serve.batch`` (same engine, same
+   decode, the same 2 ms batch wait as the runtime's ``maxQueueDelayMs``).
+
+Method, the same for every server:
+
+* Closed loop at 1, 8, 32 and 64 clients (each client sends a frame, waits for the
+  answer, sends the next). A server's *saturation* is its best closed-loop throughput.
+* Open loop: Poisson arrivals at 50 % and 80 % of *that server's own* saturation, sent
+  whether or not earlier requests have finished. Every server is thus compared at the
+  same relative load, not at one server's absolute rate.
+* Every load point starts with a warm-up (``--warmup``, 1 s, not recorded), followed by a
+  measurement window of ``--seconds``. A request counts only if it both started and
+  completed inside the window. Throughput (``fps``) is the HTTP 200s so counted per second
+  of window; offered load is never reported as throughput. Requests started in the window
+  and answered after it are ``late``; those still unanswered 10 s after the window closed
+  are cancelled and counted as ``unfinished`` (together: ``in_flight_at_end``). No new
+  request is sent after the window closes.
+* Every non-200 answer (429, 503, 500, ...) and every client-side failure (``timeout``
+  after the 30 s aiohttp client timeout, connection errors) is counted by name in
+  ``errors``; ``error_rate`` is their share of the requests completed in the window.
+  p50/p90/p99 are over the 200s only; ``p99_all_ms`` is over every request started in the
+  window, errors and late answers included, with failures that never got an answer
+  (client errors, unfinished) taken at the client timeout. The report prints the errors
+  beside p99 on every row.
+* Goodput (``goodput_fps``): 200s answered within the 100 ms SLO (``SLO_MS``) inside the
+  window, per second.
+* Order: the closed loop of every server in turn (``--order``, by default its-runtime,
+  naive, ray-serve), then every server restarted, in the same order, for its open-loop
+  points. ``order`` in the JSON records what ran when.
+
+The summary compares at 1 client (throughput and p50 vs naive), at saturation, and at
+80 % of each server's own saturation (p99, goodput, errors). ``goal_p99_at_80pct_below_naive``
+holds only if our p99 is lower *and* our error rate is not higher than naive's: a tail
+bought by failing requests does not count.
 
 Payloads are JPEG road scenes generated in code at camera resolution (960x544). The
 model is torchvision's SSDlite320-MobileNetV3-Large with random weights (no download),
 exported with ``torch.export`` and loaded through ``its_runtime.engine.Engine`` by every
 server. The load generator runs in this process (asyncio + aiohttp, keep-alive): on a
-small machine it competes with the server for CPU, for every server alike.
+small machine it competes with the server for CPU, for every server alike;
+``send_lag_p99_ms`` says how late the open loop sent its arrivals. The machine's load
+average is recorded at the start and at the end: numbers from a busy shared machine are
+not comparable with numbers from a quiet one.
 
-Writes ``benchmarks/results/serving.json`` and ``serving.png`` (latency vs
-throughput). ``--quick`` shortens every step (for a smoke run, not for numbers).
+Writes ``benchmarks/results/serving.json`` and ``serving.png`` (p99 latency vs
+throughput, goodput vs throughput). ``--quick`` shortens every step (for a smoke run, not
+for numbers). Ray Serve comes from the optional ``bench`` extra; without it the run goes
+on and records ``"ray-serve": {"error": ...}``.
 
-Usage: ``python benchmarks/serving.py [--quick] [--no-ray] [--backend auto]``
+Usage: ``python benchmarks/serving.py [--quick] [--no-ray] [--backend auto] [--out PATH]``
 """
 
 from __future__ import annotations
@@ -35,6 +71,7 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import os
 import pathlib
 import platform
@@ -43,7 +80,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -62,8 +99,20 @@ ROOT = pathlib.Path(__file__).resolve().parent
 FRAME_W, FRAME_H = 960, 544
 INPUT_SHAPE = (3, 320, 320)
 CLASSES = 6
+MODEL_NAME = "SSDlite320-MobileNetV3-Large (random weights), 3x320x320"
 CLOSED_CLIENTS = (1, 8, 32, 64)
 OPEN_FRACTIONS = (0.5, 0.8)
+#: The latency objective for goodput: a 200 answered within this counts.
+SLO_MS = 100.0
+#: aiohttp's total timeout per request; a failure with no answer counts at this latency.
+CLIENT_TIMEOUT_S = 30.0
+#: How long past a window's end stragglers are awaited before being cancelled.
+GRACE_S = 10.0
+#: Seconds of load before each window, not recorded.
+WARMUP_S = 1.0
+#: Batch wait of the runtime (``maxQueueDelayMs``) and of Ray's ``@serve.batch``.
+MAX_QUEUE_DELAY_MS = 2
+SERVERS = ("its-runtime", "naive", "ray-serve")
 
 
 # ---------------------------------------------------------------------------
@@ -134,7 +183,7 @@ class Setup:
                 "batching": {
                     "maxBatchSize": self.max_batch,
                     "optBatchSize": min(8, self.max_batch),
-                    "maxQueueDelayMs": 2,
+                    "maxQueueDelayMs": MAX_QUEUE_DELAY_MS,
                     "maxQueueSize": 4096,
                 },
             }
@@ -215,86 +264,153 @@ def limit_pipeline(
 
 
 @dataclasses.dataclass
+class Sample:
+    """One request: when it was sent, when its answer (or failure) came, and what it was."""
+
+    start: float  # perf_counter() when sent
+    end: float = math.inf  # perf_counter() when answered or failed; inf: never (cancelled)
+    status: str = "unfinished"  # the HTTP status, or the client-side failure's name
+
+
+@dataclasses.dataclass
 class Run:
+    """Every request of one load point, warm-up included; the summary keeps the window."""
+
     mode: str  # closed or open
     level: float  # clients, or offered rate (frames/s)
-    seconds: float
-    latencies: list[float] = dataclasses.field(default_factory=list)
-    statuses: dict[str, int] = dataclasses.field(default_factory=dict)
+    window: tuple[float, float]  # perf_counter() at warm-up end and at window end
+    samples: list[Sample]
+    fraction: float | None = None  # open loop: the offered rate as a share of saturation
+    send_lags: list[float] = dataclasses.field(default_factory=list)  # open loop, seconds
 
     def summary(self) -> dict[str, Any]:
-        lat = np.array(self.latencies) * 1000.0
-        ok = len(self.latencies)
-        pct = (
-            {f"p{q}_ms": float(np.percentile(lat, q)) for q in (50, 90, 99)}
-            if ok
-            else {"p50_ms": None, "p90_ms": None, "p99_ms": None}
-        )
-        return {
+        w0, w1 = self.window
+        seconds = w1 - w0
+        started = [s for s in self.samples if w0 <= s.start < w1]
+        inside = [s for s in started if s.end <= w1]
+        late = [s for s in started if w1 < s.end < math.inf]
+        unfinished = sum(1 for s in started if s.end == math.inf)
+        ok = np.array([s.end - s.start for s in inside if s.status == "200"]) * 1000.0
+        errors = collections.Counter(s.status for s in inside if s.status != "200")
+        every = np.array([_latency_or_timeout(s) for s in started]) * 1000.0
+        row: dict[str, Any] = {
             "mode": self.mode,
             "level": self.level,
-            "fps": ok / self.seconds,
-            "ok": ok,
-            "statuses": self.statuses,
-            **pct,
+            "seconds": seconds,
+            "started": len(started),
+            "ok": len(ok),
+            "fps": len(ok) / seconds,
+            "goodput_fps": int(np.count_nonzero(ok <= SLO_MS)) / seconds,
+            "errors": dict(sorted(errors.items())),
+            "error_rate": sum(errors.values()) / len(inside) if inside else None,
+            "late": len(late),
+            "late_statuses": dict(sorted(collections.Counter(s.status for s in late).items())),
+            "unfinished": unfinished,
+            "in_flight_at_end": len(late) + unfinished,
+            **{f"p{q}_ms": _percentile(ok, q) for q in (50, 90, 99)},
+            "p99_all_ms": _percentile(every, 99),
         }
+        if self.mode == "open":
+            row["fraction"] = self.fraction
+            row["offered_fps"] = self.level
+            row["sent_fps"] = len(started) / seconds
+            row["send_lag_p99_ms"] = _percentile(np.array(self.send_lags) * 1000.0, 99)
+        return row
+
+
+def _latency_or_timeout(s: Sample) -> float:
+    """The request's latency; a failure that never got an answer counts at the timeout."""
+    if s.end == math.inf or not s.status.isdigit():
+        return CLIENT_TIMEOUT_S
+    return s.end - s.start
+
+
+def _percentile(values: np.ndarray[Any, Any], q: float) -> float | None:
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def _session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0),
+        timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S),
+    )
 
 
 async def _one(
-    session: aiohttp.ClientSession, url: str, data: bytes, run: Run, record: bool
+    session: aiohttp.ClientSession, url: str, data: bytes, samples: list[Sample]
 ) -> None:
-    start = time.perf_counter()
+    sample = Sample(time.perf_counter())
+    samples.append(sample)  # recorded first: if cancelled, it stays "unfinished"
     try:
         async with session.post(url, data=data, headers={"Content-Type": "image/jpeg"}) as r:
             await r.read()
             status = str(r.status)
-    except aiohttp.ClientError as exc:
+    except TimeoutError:
+        status = "timeout"
+    except (aiohttp.ClientError, OSError) as exc:
         status = type(exc).__name__
-    if record:
-        run.statuses[status] = run.statuses.get(status, 0) + 1
-        if status == "200":
-            run.latencies.append(time.perf_counter() - start)
+    sample.end = time.perf_counter()
+    sample.status = status
 
 
-async def closed_loop(url: str, frames: Sequence[bytes], clients: int, seconds: float) -> Run:
-    """``clients`` loops each sending a frame and waiting for its answer; a short warm-up
-    is run first and not recorded."""
-    run = Run("closed", clients, seconds)
-    warm = min(1.0, seconds / 4)
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
+async def _drain(tasks: Sequence[asyncio.Task[None]], until: float) -> None:
+    """Wait for ``tasks`` until ``perf_counter()`` reaches ``until``; cancel the rest."""
+    pending = {t for t in tasks if not t.done()}
+    if pending:
+        _, pending = await asyncio.wait(pending, timeout=max(0.0, until - time.perf_counter()))
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for t in tasks:  # anything but an answer or a counted failure is a bug here: raise it
+        if not t.cancelled() and (exc := t.exception()) is not None:
+            raise exc
+
+
+async def closed_loop(
+    url: str, frames: Sequence[bytes], clients: int, seconds: float, warmup: float
+) -> Run:
+    """``clients`` loops each sending a frame and waiting for its answer, for ``warmup``
+    (not recorded) and then ``seconds``; no request is sent after the window closes."""
+    samples: list[Sample] = []
+    async with _session() as session:
         t0 = time.perf_counter()
+        window = (t0 + warmup, t0 + warmup + seconds)
 
         async def client(k: int) -> None:
             i = k
-            while (now := time.perf_counter() - t0) < warm + seconds:
-                await _one(session, url, frames[i % len(frames)], run, record=now >= warm)
+            while time.perf_counter() < window[1]:
+                await _one(session, url, frames[i % len(frames)], samples)
                 i += clients
 
-        await asyncio.gather(*(client(k) for k in range(clients)))
-    return run
+        tasks = [asyncio.create_task(client(k)) for k in range(clients)]
+        await _drain(tasks, window[1] + GRACE_S)
+    return Run("closed", clients, window, samples)
 
 
-async def open_loop(url: str, frames: Sequence[bytes], rate: float, seconds: float) -> Run:
-    """Poisson arrivals at ``rate`` per second, sent whether or not earlier ones finished."""
-    run = Run("open", rate, seconds)
+async def open_loop(
+    url: str, frames: Sequence[bytes], rate: float, seconds: float, warmup: float, fraction: float
+) -> Run:
+    """Poisson arrivals at ``rate`` per second, sent whether or not earlier ones finished,
+    for ``warmup`` (not recorded) and then ``seconds``."""
     rng = np.random.default_rng(7)
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        tasks = []
-        start = time.perf_counter()
-        at, i = 0.0, 0
-        while at < seconds:
-            delay = start + at - time.perf_counter()
+    samples: list[Sample] = []
+    lags: list[float] = []
+    tasks: list[asyncio.Task[None]] = []
+    async with _session() as session:
+        t0 = time.perf_counter()
+        window = (t0 + warmup, t0 + warmup + seconds)
+        at, i = t0 + float(rng.exponential(1.0 / rate)), 0
+        while at < window[1]:
+            delay = at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(
-                asyncio.create_task(_one(session, url, frames[i % len(frames)], run, True))
-            )
+            lags.append(time.perf_counter() - at)
+            frame = frames[i % len(frames)]
+            tasks.append(asyncio.create_task(_one(session, url, frame, samples)))
             at += float(rng.exponential(1.0 / rate))
             i += 1
-        await asyncio.gather(*tasks)
-    return run
+        await _drain(tasks, window[1] + GRACE_S)
+    return Run("open", rate, window, samples, fraction, lags)
 
 
 # ---------------------------------------------------------------------------
@@ -353,7 +469,8 @@ def start_runtime(setup: Setup) -> Proc:
     cfg.write_text(yaml.safe_dump(doc))
     cmd = [sys.executable, "-m", "its_runtime.main", "--config", str(cfg), "--log-level", "WARNING"]
     p = start_process("its-runtime", cmd, setup, f"http://127.0.0.1:{port}/v1/detect")
-    wait_ready(p, f"http://127.0.0.1:{port}/ready")
+    with _stop_on_error(p):
+        wait_ready(p, f"http://127.0.0.1:{port}/ready")
     return p
 
 
@@ -378,29 +495,53 @@ def start_naive(setup: Setup) -> Proc:
     port = ports.free_port()
     cmd = [sys.executable, __file__, "--role", "naive", *_role_args(setup, port)]
     p = start_process("naive", cmd, setup, f"http://127.0.0.1:{port}/detect")
-    wait_ready(p, f"http://127.0.0.1:{port}/ready")
+    with _stop_on_error(p):
+        wait_ready(p, f"http://127.0.0.1:{port}/ready")
     return p
 
 
 def start_ray(setup: Setup) -> Proc:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise RuntimeError(
+            "ray[serve] is not installed: it is the optional 'bench' extra "
+            "(make bench-serving installs it into .venv)"
+        )
     port = ports.free_port()
     cmd = [sys.executable, __file__, "--role", "ray", *_role_args(setup, port)]
     p = start_process("ray-serve", cmd, setup, f"http://127.0.0.1:{port}/detect")
-    wait_ready(p, f"http://127.0.0.1:{port}/-/healthz")
-    # Ray reports healthy before the replica has loaded the engine: wait for an answer.
-    import urllib.request
+    with _stop_on_error(p):
+        wait_ready(p, f"http://127.0.0.1:{port}/-/healthz")
+        # Ray reports healthy before the replica has loaded the engine: wait for an answer.
+        import urllib.request
 
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            req = urllib.request.Request(
-                p.url, data=road_scene(0), headers={"Content-Type": "image/jpeg"}
-            )
-            with urllib.request.urlopen(req, timeout=30) as r:
-                if r.status == 200:
-                    return p
-        time.sleep(1)
-    raise TimeoutError("Ray Serve never answered")
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if p.proc.poll() is not None:
+                raise RuntimeError(f"ray-serve exited:\n{p.log_path.read_text()[-4000:]}")
+            with contextlib.suppress(OSError):
+                req = urllib.request.Request(
+                    p.url, data=road_scene(0), headers={"Content-Type": "image/jpeg"}
+                )
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    if r.status == 200:
+                        return p
+            time.sleep(1)
+        raise TimeoutError("Ray Serve never answered")
+
+
+STARTERS = {"its-runtime": start_runtime, "naive": start_naive, "ray-serve": start_ray}
+
+
+@contextlib.contextmanager
+def _stop_on_error(p: Proc) -> Iterator[None]:
+    """Stop ``p`` if it never became ready, so no server outlives a failed start."""
+    try:
+        yield
+    except BaseException:
+        p.stop()
+        raise
 
 
 def serve_naive(args: argparse.Namespace) -> None:
@@ -436,6 +577,7 @@ def serve_ray(args: argparse.Namespace) -> None:
 
     setup = _setup_from_args(args)
     cores = os.cpu_count() or 2
+    wait_s = MAX_QUEUE_DELAY_MS / 1000  # the runtime's maxQueueDelayMs
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
 
@@ -451,7 +593,7 @@ def serve_ray(args: argparse.Namespace) -> None:
             self.model_pool = concurrent.futures.ThreadPoolExecutor(1)
 
         # ray is typed only where the bench extra is installed.
-        @serve.batch(max_batch_size=setup.max_batch, batch_wait_timeout_s=0.002)  # type: ignore[untyped-decorator,unused-ignore]
+        @serve.batch(max_batch_size=setup.max_batch, batch_wait_timeout_s=wait_s)  # type: ignore[untyped-decorator,unused-ignore]
         async def infer(self, frames: list[torch.Tensor]) -> list[Any]:
             loop = asyncio.get_running_loop()
             batch = torch.stack(frames)
@@ -497,51 +639,123 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
+    load = os.getloadavg()
     info: dict[str, Any] = {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
-        # Other work on a shared machine skews every number: record how busy it was.
-        "load_average_1m": os.getloadavg()[0],
+        # Other work on a shared machine skews every number: record how busy it was, at
+        # the start here and at the end (load_average_end, set by run_benchmark).
+        "load_average_1m": load[0],
+        "load_average_start": list(load),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
 
 
-def measure_server(
-    name: str, proc: Proc, frames: Sequence[bytes], seconds: float, rates: Sequence[float] | None
+def measure_closed(
+    name: str, url: str, frames: Sequence[bytes], seconds: float, warmup: float
 ) -> dict[str, Any]:
-    closed = []
+    """Closed loop at every client count; saturation is the best in-window throughput."""
+    rows = []
     for clients in CLOSED_CLIENTS:
-        s = asyncio.run(closed_loop(proc.url, frames, clients, seconds)).summary()
-        log.info(
-            "%s closed %2d clients: %.1f fps, p50 %s ms, p99 %s ms",
-            name,
-            clients,
-            s["fps"],
-            _ms(s["p50_ms"]),
-            _ms(s["p99_ms"]),
-        )
-        closed.append(s)
-    saturation = max(s["fps"] for s in closed)
-    offered = list(rates) if rates is not None else [f * saturation for f in OPEN_FRACTIONS]
-    opened = []
-    for rate in offered:
-        s = asyncio.run(open_loop(proc.url, frames, rate, seconds)).summary()
-        log.info(
-            "%s open %.1f/s: %.1f fps, p50 %s ms, p99 %s ms, statuses %s",
-            name,
-            rate,
-            s["fps"],
-            _ms(s["p50_ms"]),
-            _ms(s["p99_ms"]),
-            s["statuses"],
-        )
-        opened.append(s)
-    return {"closed": closed, "open": opened, "saturation_fps": saturation}
+        row = asyncio.run(closed_loop(url, frames, clients, seconds, warmup)).summary()
+        _log_row(name, row)
+        rows.append(row)
+    best = max(rows, key=lambda r: r["fps"])
+    return {"closed": rows, "saturation_fps": best["fps"], "saturation_clients": best["level"]}
+
+
+def measure_open(
+    name: str, url: str, frames: Sequence[bytes], saturation: float, seconds: float, warmup: float
+) -> list[dict[str, Any]]:
+    """Poisson arrivals at each of ``OPEN_FRACTIONS`` of this server's own saturation."""
+    rows = []
+    for fraction in OPEN_FRACTIONS:
+        rate = fraction * saturation
+        row = asyncio.run(open_loop(url, frames, rate, seconds, warmup, fraction)).summary()
+        _log_row(name, row)
+        rows.append(row)
+    return rows
+
+
+def measure_servers(
+    setup: Setup,
+    frames: Sequence[bytes],
+    order: Sequence[str],
+    seconds: float,
+    warmup: float,
+    t_ref: float,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Every server's closed loop in ``order``, then every server (restarted) open loop in
+    the same order; one server runs at a time. Returns the results and what ran when."""
+    servers: dict[str, dict[str, Any]] = {name: {} for name in order}
+    ran: list[dict[str, Any]] = []
+    for phase in ("closed", "open"):
+        for name in order:
+            res = servers[name]
+            if "error" in res:
+                continue
+            if phase == "open" and not res.get("saturation_fps"):
+                res["open"] = []
+                res["open_error"] = "no closed-loop throughput to take a share of"
+                continue
+            began = time.monotonic()
+            try:
+                proc = STARTERS[name](setup)
+            except (RuntimeError, TimeoutError, OSError) as exc:
+                log.error("%s did not start for the %s loop: %s", name, phase, exc)
+                if phase == "closed":
+                    servers[name] = {"error": str(exc)[-2000:]}
+                else:
+                    res["open"] = []
+                    res["open_error"] = str(exc)[-2000:]
+                continue
+            measuring = time.monotonic()
+            try:
+                if phase == "closed":
+                    res.update(measure_closed(name, proc.url, frames, seconds, warmup))
+                else:
+                    sat = res["saturation_fps"]
+                    res["open"] = measure_open(name, proc.url, frames, sat, seconds, warmup)
+            finally:
+                proc.stop()
+            ran.append(
+                {
+                    "phase": phase,
+                    "server": name,
+                    "start_s": round(began - t_ref, 1),
+                    "measure_start_s": round(measuring - t_ref, 1),
+                    "end_s": round(time.monotonic() - t_ref, 1),
+                }
+            )
+    return servers, ran
+
+
+def _log_row(name: str, row: dict[str, Any]) -> None:
+    log.info(
+        "%s %s %s: %.1f fps (goodput %.1f), p50 %s ms, p99 %s ms, errors %s, "
+        "p99 all %s ms, in flight at end %d",
+        name,
+        row["mode"],
+        _level(row),
+        row["fps"],
+        row["goodput_fps"],
+        _ms(row["p50_ms"]),
+        _ms(row["p99_ms"]),
+        row["errors"] or "none",
+        _ms(row["p99_all_ms"]),
+        row["in_flight_at_end"],
+    )
+
+
+def _level(row: dict[str, Any]) -> str:
+    if row["mode"] == "closed":
+        return f"{int(row['level'])} clients"
+    return f"{row['fraction']:.0%} = {row['level']:.1f}/s Poisson"
 
 
 def _ms(v: float | None) -> str:
@@ -549,56 +763,97 @@ def _ms(v: float | None) -> str:
 
 
 def plot(results: dict[str, Any], path: pathlib.Path) -> None:
-    import matplotlib
-
+    """Left: p99 latency (200s) vs throughput. Right: goodput vs throughput (on the
+    diagonal, every 200 in the window met the SLO). Closed loop solid, open loop dashed."""
+    try:
+        import matplotlib
+    except ImportError:
+        log.warning("matplotlib is not installed (the 'bench' extra): no %s", path.name)
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, (lat_ax, good_ax) = plt.subplots(1, 2, figsize=(13, 5.2))
     colours = {"its-runtime": "tab:blue", "naive": "tab:red", "ray-serve": "tab:green"}
+    top = 1.0
     for name, res in results["servers"].items():
-        closed = [s for s in res["closed"] if s["p99_ms"] is not None]
-        ax.plot(
-            [s["fps"] for s in closed],
-            [s["p99_ms"] for s in closed],
-            "o-",
-            color=colours.get(name),
-            label=f"{name} closed loop (p99)",
-        )
-        for s in closed:
-            ax.annotate(f"{int(s['level'])}c", (s["fps"], s["p99_ms"]), fontsize=7)
-        opened = [s for s in res["open"] if s["p99_ms"] is not None]
-        ax.plot(
-            [s["fps"] for s in opened],
-            [s["p99_ms"] for s in opened],
-            "s--",
-            color=colours.get(name),
-            alpha=0.6,
-            label=f"{name} open loop (p99)",
-        )
+        if "error" in res:
+            continue
+        colour = colours.get(name)
+        for mode, style in (("closed", "o-"), ("open", "s--")):
+            rows = res.get(mode, [])
+            shown = [r for r in rows if r["p99_ms"] is not None]
+            lat_ax.plot(
+                [r["fps"] for r in shown],
+                [r["p99_ms"] for r in shown],
+                style,
+                color=colour,
+                alpha=1.0 if mode == "closed" else 0.7,
+                label=f"{name} {mode} loop",
+            )
+            good_ax.plot(
+                [r["fps"] for r in rows],
+                [r["goodput_fps"] for r in rows],
+                style,
+                color=colour,
+                alpha=1.0 if mode == "closed" else 0.7,
+                label=f"{name} {mode} loop",
+            )
+            for r in shown:
+                tag = f"{int(r['level'])}c" if mode == "closed" else f"{r['fraction']:.0%}"
+                failed = sum(r["errors"].values())
+                if failed:
+                    tag += f" ({failed} err)"
+                lat_ax.annotate(
+                    tag,
+                    (r["fps"], r["p99_ms"]),
+                    xytext=(5, 3),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color=colour,
+                )
+            top = max([top, *(r["fps"] for r in rows)])
     for key, style in (("a_forward", ":"), ("b_pipeline", "-.")):
-        ax.axvline(
-            results["limits"][key]["fps"],
-            color="grey",
-            linestyle=style,
-            label=f"limit ({key[0]}) {results['limits'][key]['fps']:.0f} fps",
-        )
-    ax.axhline(100, color="black", linewidth=0.6, label="100 ms SLO")
-    ax.set_xlabel("throughput (frames/s)")
-    ax.set_ylabel("p99 latency (ms)")
-    ax.set_yscale("log")
-    ax.set_title(f"Serving {results['model']} on {results['machine']['cpu']}"[:90], fontsize=9)
-    ax.legend(fontsize=7)
+        fps = results["limits"][key]["fps"]
+        for ax in (lat_ax, good_ax):
+            ax.axvline(fps, color="grey", linestyle=style, label=f"limit ({key[0]}) {fps:.0f} fps")
+        top = max(top, fps)
+    lat_ax.axhline(SLO_MS, color="black", linewidth=0.6, label=f"{SLO_MS:.0f} ms SLO")
+    lat_ax.set_xlabel("throughput: 200s completed in the window (frames/s)")
+    lat_ax.set_ylabel("p99 latency of the 200s (ms)")
+    lat_ax.set_yscale("log")
+    lat_ax.set_title("latency vs throughput (labels: clients or share of saturation)", fontsize=9)
+    lat_ax.legend(fontsize=7)
+    good_ax.plot([0, top], [0, top], color="black", linewidth=0.6, label="goodput = throughput")
+    good_ax.set_xlabel("throughput: 200s completed in the window (frames/s)")
+    good_ax.set_ylabel(f"goodput: 200s within {SLO_MS:.0f} ms (frames/s)")
+    good_ax.set_title("goodput vs throughput", fontsize=9)
+    good_ax.legend(fontsize=7)
+    c, m = results["conditions"], results["machine"]
+    fig.suptitle(
+        f"Serving {c['model']} on {m['cpu']} x{m['cores']}, {c['backend']} on {c['device']}, "
+        f"{c['seconds_per_point']:.0f} s per point"[:150],
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    t_ref = time.monotonic()
+    mach = machine()
     seconds = args.seconds or (4.0 if args.quick else 15.0)
+    warmup = args.warmup
     limit_s = min(5.0, seconds / 2)
     workdir = pathlib.Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     threads = args.threads or (os.cpu_count() or 2)
+    order = [n.strip() for n in args.order.split(",") if n.strip()]
+    if sorted(order) != sorted(SERVERS):
+        raise SystemExit(f"--order must name each of {', '.join(SERVERS)} once")
+    if args.no_ray:
+        order.remove("ray-serve")
     setup = Setup(
         model_path=workdir / f"ssdlite320_b{args.max_batch}.pt2",
         cache_dir=workdir / "engine-cache",
@@ -636,112 +891,203 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     backend, device = engine.backend, str(engine.device)
     del engine
     results: dict[str, Any] = {
-        "machine": machine(),
-        "model": "SSDlite320-MobileNetV3-Large (random weights), 3x320x320",
-        "backend": backend,
-        "device": device,
-        "threads": threads,
-        "max_batch": setup.max_batch,
-        "quick": args.quick,
-        "seconds_per_point": seconds,
-        "frames": {
-            "count": len(frames),
-            "resolution": [FRAME_W, FRAME_H],
-            "median_bytes": sizes[len(sizes) // 2],
+        "machine": mach,
+        "conditions": {
+            "model": MODEL_NAME,
+            "backend": backend,
+            "device": device,
+            "threads": threads,
+            "max_batch": setup.max_batch,
+            "maxQueueDelayMs": MAX_QUEUE_DELAY_MS,
+            "payload": {
+                "format": "JPEG, quality 80, generated road scenes",
+                "resolution": [FRAME_W, FRAME_H],
+                "count": len(frames),
+                "median_bytes": sizes[len(sizes) // 2],
+            },
+            "seconds_per_point": seconds,
+            "warmup_s": warmup,
+            "client_timeout_s": CLIENT_TIMEOUT_S,
+            "grace_s": GRACE_S,
+            "slo_ms": SLO_MS,
+            "closed_clients": list(CLOSED_CLIENTS),
+            "open_fractions_of_own_saturation": list(OPEN_FRACTIONS),
+            "load_generator": "in this process: asyncio + aiohttp, keep-alive, no pool limit",
+            "limits_seconds_per_batch_size": limit_s,
+            "quick": args.quick,
         },
         "limits": {"a_forward": a, "b_pipeline": b},
-        "servers": {},
     }
-    ours = start_runtime(setup)
-    try:
-        results["servers"]["its-runtime"] = measure_server(
-            "its-runtime", ours, frames, seconds, None
-        )
-    finally:
-        ours.stop()
-    ours_res = results["servers"]["its-runtime"]
-    rates = [s["level"] for s in ours_res["open"]]
-    peers = [("naive", start_naive)]
-    if not args.no_ray:
-        peers.append(("ray-serve", start_ray))
-    for name, starter in peers:
-        try:
-            proc = starter(setup)
-        except (RuntimeError, TimeoutError, OSError) as exc:
-            log.error("%s did not start: %s", name, exc)
-            results["servers"][name] = {"error": str(exc)[-2000:]}
-            continue
-        try:
-            results["servers"][name] = measure_server(name, proc, frames, seconds, rates)
-        finally:
-            proc.stop()
+    servers, ran = measure_servers(setup, frames, order, seconds, warmup, t_ref)
+    if args.no_ray:
+        servers["ray-serve"] = {"error": "left out (--no-ray)"}
+    results["servers"] = servers
+    results["order"] = {
+        "servers": order,
+        "phases": ["closed loop of every server", "then open loop of every server"],
+        "runs": ran,
+    }
+    results["machine"]["load_average_end"] = list(os.getloadavg())
+    results["machine"]["wall_s"] = round(time.monotonic() - t_ref, 1)
     results["summary"] = summarise(results)
     return results
 
 
+def _closed_at(res: dict[str, Any] | None, clients: int) -> dict[str, Any] | None:
+    rows = (res or {}).get("closed", [])
+    return next((r for r in rows if r["level"] == clients), None)
+
+
+def _open_at(res: dict[str, Any] | None, fraction: float) -> dict[str, Any] | None:
+    rows = (res or {}).get("open", [])
+    return next((r for r in rows if r["fraction"] == fraction), None)
+
+
+def _get(row: dict[str, Any] | None, key: str) -> Any:
+    return None if row is None else row.get(key)
+
+
+def _ratio(x: float | None, y: float | None) -> float | None:
+    return None if x is None or y is None or y <= 0 else x / y
+
+
+def _both(x: float | None, y: float | None) -> bool:
+    return x is not None and y is not None
+
+
 def summarise(results: dict[str, Any]) -> dict[str, Any]:
-    ours = results["servers"]["its-runtime"]
-    sat = ours["saturation_fps"]
+    servers = results["servers"]
+    ours, naive = servers.get("its-runtime"), servers.get("naive")
+    sat = _get(ours, "saturation_fps")
     a, b = results["limits"]["a_forward"]["fps"], results["limits"]["b_pipeline"]["fps"]
-    p99_80 = ours["open"][-1]["p99_ms"]
+    one, naive_one = _closed_at(ours, 1), _closed_at(naive, 1)
+    fps_1, naive_fps_1 = _get(one, "fps"), _get(naive_one, "fps")
+    p50_1, naive_p50_1 = _get(one, "p50_ms"), _get(naive_one, "p50_ms")
     out: dict[str, Any] = {
         "saturation_fps": sat,
-        "efficiency_vs_pipeline_b": sat / b,
-        "efficiency_vs_forward_a": sat / a,
-        "p99_ms_at_80pct": p99_80,
-        "p99_under_100ms_at_80pct": p99_80 is not None and p99_80 < 100,
+        "efficiency_vs_pipeline_b": _ratio(sat, b),
+        "efficiency_vs_forward_a": _ratio(sat, a),
+        "fps_at_1_client": fps_1,
+        "naive_fps_at_1_client": naive_fps_1,
+        "vs_naive_at_1_client": _ratio(fps_1, naive_fps_1),
+        "p50_ms_at_1_client": p50_1,
+        "naive_p50_ms_at_1_client": naive_p50_1,
+        "p50_ms_vs_naive_at_1_client": (
+            p50_1 - naive_p50_1 if p50_1 is not None and naive_p50_1 is not None else None
+        ),
     }
-    for peer in ("naive", "ray-serve"):
-        res = results["servers"].get(peer)
-        if not res or "error" in res:
-            continue
-        out[f"vs_{peer}_saturation_ratio"] = sat / max(res["saturation_fps"], 1e-9)
-        out[f"{peer}_saturation_fps"] = res["saturation_fps"]
-        out[f"{peer}_p99_ms_at_our_80pct"] = res["open"][-1]["p99_ms"]
+    # Each server at 80 % of its own saturation; ours unprefixed, peers prefixed.
+    goodput: dict[str, float | None] = {}
+    errors: dict[str, Any] = {}
+    for name in SERVERS:
+        res = servers.get(name)
+        at80 = _open_at(res, 0.8)
+        pre = "" if name == "its-runtime" else f"{name}_"
+        if name != "its-runtime":
+            out[f"{name}_saturation_fps"] = _get(res, "saturation_fps")
+            out[f"vs_{name}_saturation_ratio"] = _ratio(sat, _get(res, "saturation_fps"))
+        out[f"{pre}p99_ms_at_80pct"] = _get(at80, "p99_ms")
+        out[f"{pre}p99_all_ms_at_80pct"] = _get(at80, "p99_all_ms")
+        out[f"{pre}error_rate_at_80pct"] = _get(at80, "error_rate")
+        goodput[name] = _get(at80, "goodput_fps")
+        errors[name] = _get(at80, "errors")
+        if res is not None and "error" in res:
+            out[f"{name}_error"] = res["error"][:300]
+    out["goodput_fps_at_80pct"] = goodput
+    out["errors_at_80pct"] = errors
+    p99, naive_p99 = out["p99_ms_at_80pct"], out["naive_p99_ms_at_80pct"]
+    err, naive_err = out["error_rate_at_80pct"], out["naive_error_rate_at_80pct"]
+    out["p99_under_100ms_at_80pct"] = p99 is not None and p99 < SLO_MS
+    # The issue's goals (None where a number is missing).
+    ratio = out["vs_naive_saturation_ratio"]
+    out["goal_1_client_throughput_ge_naive"] = (
+        fps_1 >= naive_fps_1 if fps_1 is not None and naive_fps_1 is not None else None
+    )
+    out["goal_1_client_p50_le_naive_plus_1ms"] = (
+        p50_1 <= naive_p50_1 + 1.0 if p50_1 is not None and naive_p50_1 is not None else None
+    )
+    out["goal_saturation_ge_1_2x_naive"] = ratio >= 1.2 if ratio is not None else None
+    # A lower p99 bought by failing more requests does not count.
+    out["goal_p99_at_80pct_below_naive"] = (
+        p99 < naive_p99 and (err or 0.0) <= (naive_err or 0.0)
+        if p99 is not None and naive_p99 is not None
+        else None
+    )
     return out
 
 
 def report(results: dict[str, Any]) -> None:
-    s = results["summary"]
-    m = results["machine"]
+    s, m, c = results["summary"], results["machine"], results["conditions"]
     print(
         f"\nmachine: {m['cpu']} x{m['cores']} cores, torch {m['torch']}, "
-        f"{m.get('gpu', 'no GPU')}; backend {results['backend']} on {results['device']}"
+        f"{m.get('gpu', 'no GPU')}; backend {c['backend']} on {c['device']}; load average "
+        f"{m['load_average_start'][0]:.2f} at start, {m['load_average_end'][0]:.2f} at end"
+    )
+    print(
+        f"{c['seconds_per_point']:.0f} s per point after {c['warmup_s']:.0f} s warm-up; only "
+        f"requests started and completed in the window count; SLO {SLO_MS:.0f} ms; client "
+        f"timeout {CLIENT_TIMEOUT_S:.0f} s; order {', '.join(results['order']['servers'])}"
     )
     a, b = results["limits"]["a_forward"], results["limits"]["b_pipeline"]
     print(f"limit (a) forward:  {a['fps']:.1f} fps (batch {a['best_batch']})")
     print(f"limit (b) pipeline: {b['fps']:.1f} fps (batch {b['best_batch']})")
+    print(
+        f"\n{'server':12s} {'load':24s} {'fps':>7s} {'goodput':>7s} {'p50 ms':>8s} "
+        f"{'p99 ms':>8s}  {'errors':18s} {'p99 all':>8s} {'in flight':>9s}"
+    )
     for name, res in results["servers"].items():
         if "error" in res:
-            print(f"{name}: failed: {res['error'][:200]}")
+            print(f"{name:12s} failed: {res['error'][:200]}")
             continue
-        for row in res["closed"] + res["open"]:
-            level = (
-                f"{int(row['level'])} clients"
-                if row["mode"] == "closed"
-                else (f"{row['level']:.1f}/s Poisson")
-            )
+        for row in res.get("closed", []) + res.get("open", []):
+            errs = ",".join(f"{k}:{v}" for k, v in row["errors"].items()) or "none"
+            if row["errors"]:
+                errs += f" ({row['error_rate']:.1%})"
             print(
-                f"{name:12s} {row['mode']:6s} {level:16s} {row['fps']:7.1f} fps  "
-                f"p50 {_ms(row['p50_ms']):>7s} ms  p99 {_ms(row['p99_ms']):>7s} ms  "
-                f"{row['statuses']}"
+                f"{name:12s} {_level(row):24s} {row['fps']:7.1f} {row['goodput_fps']:7.1f} "
+                f"{_ms(row['p50_ms']):>8s} {_ms(row['p99_ms']):>8s}  {errs:18s} "
+                f"{_ms(row['p99_all_ms']):>8s} {row['in_flight_at_end']:9d}"
             )
+        if "open_error" in res:
+            print(f"{name:12s} open loop failed: {res['open_error'][:200]}")
     print(
-        f"saturation {s['saturation_fps']:.1f} fps = {s['efficiency_vs_pipeline_b']:.2f} of (b), "
-        f"{s['efficiency_vs_forward_a']:.2f} of (a); p99 at 80%: {_ms(s['p99_ms_at_80pct'])} ms"
+        f"\nsaturation {_num(s['saturation_fps'])} fps = {_num(s['efficiency_vs_pipeline_b'])} "
+        f"of (b), {_num(s['efficiency_vs_forward_a'])} of (a)"
     )
-    for peer in ("naive", "ray-serve"):
-        if f"vs_{peer}_saturation_ratio" in s:
-            print(
-                f"vs {peer}: {s[f'vs_{peer}_saturation_ratio']:.2f}x throughput; their p99 at "
-                f"our 80% rate: {_ms(s[f'{peer}_p99_ms_at_our_80pct'])} ms"
-            )
+    print(
+        f"1 client: {_num(s['vs_naive_at_1_client'])}x naive throughput, p50 "
+        f"{_num(s['p50_ms_vs_naive_at_1_client'], '+.2f')} ms vs naive"
+    )
+    for name in SERVERS:
+        pre = "" if name == "its-runtime" else f"{name}_"
+        line = (
+            f"{name}: p99 at 80% of own saturation {_ms(s[f'{pre}p99_ms_at_80pct'])} ms, "
+            f"errors {s['errors_at_80pct'][name] or 'none'}, goodput "
+            f"{_num(s['goodput_fps_at_80pct'][name])} fps"
+        )
+        if name != "its-runtime":
+            line += f"; ours/theirs saturation {_num(s[f'vs_{name}_saturation_ratio'])}x"
+        print(line)
+    goals = {k: v for k, v in s.items() if k.startswith("goal_")}
+    print("goals: " + ", ".join(f"{k[5:]}={v}" for k, v in goals.items()))
+
+
+def _num(v: float | None, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--quick", action="store_true", help="short steps (smoke run)")
     parser.add_argument("--seconds", type=float, default=0, help="seconds per load point")
+    parser.add_argument(
+        "--warmup", type=float, default=WARMUP_S, help="seconds of load before each window"
+    )
+    parser.add_argument(
+        "--order",
+        default=",".join(SERVERS),
+        help="the order the servers run in (each phase: closed loop, then open loop)",
+    )
     parser.add_argument("--no-ray", action="store_true", help="leave out the Ray Serve peer")
     parser.add_argument("--backend", default="auto", help="engine backend for every server")
     parser.add_argument("--max-batch", type=int, default=16)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import pathlib
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import yaml
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -30,6 +30,14 @@ from its_runtime.camera_config import (
     Point,
     Region,
 )
+from its_runtime.config_services import (
+    CacheConfig,
+    DatabaseConfig,
+    EngineCacheConfig,
+    GpuConfig,
+    ServerConfig,
+    SloConfig,
+)
 from its_runtime.wire import NAME_PATTERN, WireModel, cel
 
 __all__ = [
@@ -41,11 +49,17 @@ __all__ = [
     "POD_NAMESPACE_ENV",
     "POD_NAME_ENV",
     "REDIS_URL_ENV",
+    "CacheConfig",
     "CameraConfig",
     "Coordinate",
     "CountingLine",
+    "DatabaseConfig",
+    "EngineCacheConfig",
+    "GpuConfig",
     "Point",
     "Region",
+    "ServerConfig",
+    "SloConfig",
     "WireModel",
     "cel",
 ]
@@ -206,92 +220,6 @@ class ModelConfig(WireModel):
         return v
 
 
-class CacheConfig(WireModel):
-    redis_url_env: str | None = Field(
-        None,
-        description="Environment variable holding the Redis URL; unset disables the L2 cache.",
-    )
-    l1_max_entries: int = Field(4096, ge=0, le=10_000_000, description="L1 LRU capacity.")
-    ttl_seconds: float = Field(5.0, gt=0, le=86400, description="Cache entry lifetime.")
-
-
-class DatabaseConfig(WireModel):
-    dsn_env: str | None = Field(
-        None, description="Environment variable holding the PostgreSQL DSN; unset disables it."
-    )
-    pool_min_size: int = Field(1, ge=0, le=100, description="Connections kept open.")
-    pool_max_size: int = Field(8, ge=1, le=500, description="Most connections opened.")
-    acquire_timeout_s: float = Field(5.0, gt=0, le=300, description="Pool acquire timeout.")
-    statement_timeout_ms: int = Field(5000, ge=0, description="Per-session statement_timeout.")
-    lock_timeout_ms: int = Field(2000, ge=0, description="Per-session lock_timeout.")
-    idle_in_transaction_timeout_ms: int = Field(
-        10000, ge=0, description="Per-session idle_in_transaction_session_timeout."
-    )
-    batch_max_rows: int = Field(2000, ge=1, description="Rows per COPY batch.")
-    flush_interval_s: float = Field(
-        0.5, gt=0, description="Longest wait before a batch is written."
-    )
-    journal_dir: str = Field(
-        "/var/lib/its/journal", description="On-disk spool for events while the database is down."
-    )
-    journal_max_bytes: int = Field(
-        256 * 1024 * 1024,
-        ge=1024,
-        description="Journal cap; the oldest events are dropped past it.",
-    )
-
-    @model_validator(mode="after")
-    def _pool_bounds(self) -> Self:
-        if self.pool_min_size > self.pool_max_size:
-            raise ValueError("poolMinSize must not exceed poolMaxSize")
-        return self
-
-
-class EngineCacheConfig(WireModel):
-    dir: str = Field("/var/cache/its/engines", description="Engine cache directory (the PVC).")
-    max_bytes: int = Field(
-        10 * 1024**3, ge=1024 * 1024, description="Cache size cap; least recently used evicted."
-    )
-
-
-class GpuConfig(WireModel):
-    memory_fraction: float | None = Field(
-        None, gt=0, le=1, description="Per-process CUDA memory fraction."
-    )
-    expandable_segments: bool = Field(True, description="Caching allocator expandable segments.")
-    max_split_size_mb: int | None = Field(None, ge=1, description="Allocator max_split_size_mb.")
-
-
-class SloConfig(WireModel):
-    p99_latency_ms: float = Field(100.0, gt=0, le=60000, description="p99 frame latency goal.")
-    min_fps: float | None = Field(None, gt=0, description="Throughput goal across cameras.")
-    window_s: float = Field(
-        60.0, ge=1, le=3600, description="Sliding window of the performance report and alerts."
-    )
-    max_error_rate: float = Field(
-        0.01, ge=0, le=1, description="Alert when the window's share of failed frames is above."
-    )
-    max_queue_depth: int | None = Field(
-        None, ge=1, description="Alert when more frames than this wait in the batcher's queue."
-    )
-    degradation_ratio: float = Field(
-        1.5,
-        gt=1,
-        le=100,
-        description="Degraded when the recent half-window's p95 latency is this many times "
-        "the previous half's.",
-    )
-
-
-class ServerConfig(WireModel):
-    host: str = Field("0.0.0.0", description="Listen address.")
-    port: int = Field(8080, ge=1, le=65535, description="HTTP port (API, probes, metrics).")
-    max_body_bytes: int = Field(
-        16 * 1024 * 1024, ge=1024, description="Larger request bodies get HTTP 413."
-    )
-    drain_timeout_s: float = Field(30.0, ge=0, description="Longest drain on SIGTERM.")
-
-
 class ScaleOutConfig(WireModel):
     """How the replicas of one pipeline share its cameras: one membership Lease per
     pod, the assignment computed from the live members (``dataplane/membership.py``
@@ -333,6 +261,9 @@ class ScaleOutConfig(WireModel):
         return self
 
 
+CameraDecode = Literal["auto", "cpu", "gpu"]  # cameraDecode: see dataplane/ingest/decode.py
+
+
 class RuntimeConfig(WireModel):
     """Everything one runtime process needs; the file the operator's ConfigMap holds."""
 
@@ -345,6 +276,11 @@ class RuntimeConfig(WireModel):
     slo: SloConfig = Field(default_factory=SloConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     scale_out: ScaleOutConfig = Field(default_factory=ScaleOutConfig)
+    camera_decode: CameraDecode = Field(
+        "auto",
+        description="Camera decode: gpu (NVDEC), cpu, or auto (gpu where CUDA, FFmpeg's CUDA "
+        "hwaccel and the codec allow it); a camera falls back to cpu, with the reason in /ready.",
+    )
 
     @model_validator(mode="after")
     def _unique_camera_names(self) -> Self:

@@ -126,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan=plan,
         warmup=executor.load_and_warm_up,
         engine_info=executor,
-        extensions=[data_plane_extension()],
+        # Cameras decode on the GPU (cameraDecode) only into an engine that runs there.
+        extensions=[data_plane_extension(device_frames=lambda: executor.accepts_device_batches)],
     )
     return asyncio.run(serve(application, config.server))
 
@@ -136,17 +137,25 @@ def data_plane_extension(
     options: camera.PipelineOptions | None = None,
     env: Mapping[str, str] | None = None,
     listener: Callable[[analyzer.FrameAnalysis], None] | None = None,
+    device_frames: Callable[[], bool] | None = None,
 ) -> Callable[[web.Application, Services], None]:
     """Mount the data plane on the serving application (``create_app(extensions=...)``).
 
     Frames go through the application's own batcher; the query routes, the readiness
     checks (optional dependencies: degraded Redis or PostgreSQL never make the pod
-    unready), a drain hook (cameras stop first) and the lifecycle are registered.
+    unready), a drain hook (cameras stop first) and the lifecycle are registered, and
+    ``/ready`` shows where the cameras decode (``camera_decode``). ``device_frames``
+    says whether the batcher's executor takes CUDA frames (see ``DataPlane``).
     """
 
     def mount(app: web.Application, services: Services) -> None:
         dp = plane.DataPlane(
-            services.config, services.batcher, options=options, env=env, listener=listener
+            services.config,
+            services.batcher,
+            options=options,
+            env=env,
+            listener=listener,
+            device_frames=device_frames,
         )
         app[DATA_PLANE] = dp
         queries.add_routes(app, dp.queries)
@@ -158,6 +167,7 @@ def data_plane_extension(
         services.readiness.register("redis", dp.redis_health, required=False)
         services.readiness.register("database", dp.database_health, required=False)
         services.readiness.register("cameras", dp.cameras_health, required=False)
+        services.readiness.describe("camera_decode", dp.decode_state)
         services.drain_hooks.append(dp.stop_cameras)
 
         async def lifecycle(_: web.Application) -> AsyncIterator[None]:

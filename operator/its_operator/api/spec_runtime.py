@@ -265,6 +265,16 @@ class RuntimeSpec(base.CrModel):
         description="Extra environment variables; Secret values only through valueFrom.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
+    decode: rc.CameraDecode = spec_fields.runtime_field(
+        rc.RuntimeConfig,
+        "camera_decode",
+        description="Where camera streams are decoded. auto (default): on the GPU with NVDEC "
+        "where torch has CUDA, FFmpeg has its CUDA hwaccel and NVDEC supports the codec, frames "
+        "staying on the device; else on the CPU. gpu: the same, but a camera that falls back "
+        "to the CPU is logged as a warning. cpu: always FFmpeg in software. The choice and its "
+        "reason are decided per camera connection and shown in /ready, in each camera's "
+        "stream state and in the its_camera_decode_info metric.",
+    )
     startup_timeout_seconds: int = Field(
         1200,
         ge=30,

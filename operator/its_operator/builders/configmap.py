@@ -32,6 +32,10 @@ def runtime_config(p: resource.Pipeline) -> rc.RuntimeConfig:
             redis_url_env=rc.REDIS_URL_ENV if spec.cache.redis_enabled else None,
             l1_max_entries=spec.cache.l1_max_entries,
             ttl_seconds=spec.cache.ttl_seconds,
+            cluster=spec.cache.cluster,
+            max_connections=spec.cache.max_connections,
+            socket_timeout_ms=spec.cache.socket_timeout_ms,
+            connect_timeout_ms=spec.cache.connect_timeout_ms,
         )
     database = rc.DatabaseConfig()
     if spec.database is not None:
@@ -53,6 +57,7 @@ def runtime_config(p: resource.Pipeline) -> rc.RuntimeConfig:
         slo=spec.slo,
         server=rc.ServerConfig(),
         scale_out=scale_out(p),
+        camera_decode=spec.runtime.decode,
     )
 
 

@@ -37,6 +37,10 @@ PROBE_PERIOD_S = 10
 DRAIN_MARGIN_S = 15
 
 
+#: The NVIDIA container toolkit's driver capabilities for the runtime container.
+NVIDIA_CAPS_ENV = "NVIDIA_DRIVER_CAPABILITIES"
+
+
 def _env(p: resource.Pipeline) -> list[dict[str, Any]]:
     spec = p.spec
     env: list[dict[str, Any]] = [
@@ -67,6 +71,12 @@ def _env(p: resource.Pipeline) -> list[dict[str, Any]]:
         )
     elif spec.cache is not None and spec.cache.redis_url is not None:
         env.append({"name": rc.REDIS_URL_ENV, "value": spec.cache.redis_url})
+    # NVDEC needs the container toolkit's "video" capability, which the default
+    # (compute,utility) leaves out: without it GPU decode falls back to the CPU.
+    own = {var.name for var in spec.runtime.env}
+    gpus = spec.runtime.resources.gpu
+    if gpus > 0 and spec.runtime.decode != "cpu" and NVIDIA_CAPS_ENV not in own:
+        env.append({"name": NVIDIA_CAPS_ENV, "value": "compute,utility,video"})
     for var in spec.runtime.env:
         env.append(var.model_dump(mode="json", by_alias=True, exclude_none=True))
     return env

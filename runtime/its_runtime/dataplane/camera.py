@@ -24,6 +24,10 @@ Shape and reasons:
 * **Owned, or not analysed.** With scale-out, ``may_analyse`` is asked for every
   frame (the pod still holds the camera and is not fenced); a frame it refuses is
   dropped as ``not_owner``. Rows and the latest view name the ``replica``.
+* **Frames as the model takes them, boxes as the frame has them.** The reader fits
+  frames to the input (``model.resize``: stretch or letterbox) on the host or, decoded
+  by NVDEC, on the GPU (``cameraDecode``); detections are mapped back onto the frame
+  (:meth:`~.ingest.frames.Frame.to_source`) before tracking, rows and the latest view.
 * **Stats, not metrics.** What the camera and its analysis did is reported to typed
   observers (:mod:`its_runtime.observability.dataplane_stats`), which the runtime
   turns into Prometheus metrics.
@@ -43,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 from its_runtime import submission
-from its_runtime.config import CameraConfig
+from its_runtime.config import CameraConfig, ResizeMode
 from its_runtime.dataplane import publish
 from its_runtime.dataplane.analytics import analyzer
 from its_runtime.dataplane.analytics import tracker as tracking
@@ -91,8 +95,16 @@ class PipelineOptions:
 
 
 def frame_to_tensor(frame: frames.Frame, channels: int) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (C, H, W) float32 in 0..1, as the batcher takes it."""
-    image = torch.from_numpy(frame.image).permute(2, 0, 1).to(torch.float32).div_(255.0)
+    """uint8 RGB -> (C, H, W) float32 in 0..1, as the batcher takes it.
+
+    A host frame ((H, W, 3)) stays on the host (the engine's staging copies batches to
+    the device); a device frame ((3, H, W), NVDEC) is normalised on its device, on the
+    default stream, which the engine's staging waits for before it stacks the batch.
+    """
+    if frame.device_image is not None:
+        image = frame.device_image.to(torch.float32).div_(255.0)
+    else:
+        image = torch.from_numpy(frame.image).permute(2, 0, 1).to(torch.float32).div_(255.0)
     if channels == 1:
         image = image.mean(dim=0, keepdim=True)
     return image.contiguous()
@@ -157,8 +169,17 @@ class CameraPipeline:
         replica: str = "",
         may_analyse: Callable[[str], bool] | None = None,
         on_first_frame: Callable[[str, float], None] | None = None,
+        resize: ResizeMode | str = ResizeMode.STRETCH,
+        decode: str = "auto",
+        device_frames: Callable[[], bool] | None = None,
     ) -> None:
+        """``resize`` is ``model.resize``; ``decode`` is ``cameraDecode``, and
+        ``device_frames`` says whether ``detector`` takes CUDA frames (None: no, so the
+        camera decodes on the CPU; see ``ingest/decode.py``)."""
         self.camera = camera
+        self._resize = ResizeMode(resize)
+        self._decode = decode
+        self._device_frames = device_frames
         #: The pod analysing this camera: recorded on every row and in the latest view.
         self.replica = replica
         self._may_analyse = may_analyse
@@ -217,6 +238,9 @@ class CameraPipeline:
             read_timeout_s=o.read_timeout_s,
             backoff=backoff.Backoff(initial_s=o.reconnect_initial_s, max_s=o.reconnect_max_s),
             realtime=o.realtime,
+            resize=self._resize,
+            decode_mode=self._decode,
+            device_frames=self._device_frames,
         )
         self._reader.start()
         self._task = loop.create_task(self._run(latest), name=f"its-camera-{self.camera.name}")
@@ -248,7 +272,8 @@ class CameraPipeline:
                     continue
                 detections = await self._infer(frame)
                 if detections is not None:
-                    self._analyse(frame, detections)
+                    # Boxes come back in input coordinates: onto the frame (letterbox).
+                    self._analyse(frame, frame.to_source(detections))
             self._publish(force=True)
         finally:
             self.finished.set()

@@ -24,6 +24,10 @@ Shape and reasons:
   building an engine would hold cameras it cannot analyse), and on drain stops its
   cameras *before* releasing its Lease. Without scale-out every camera runs here.
   The query API answers for every camera of the pipeline, wherever it runs.
+* **Decode and fit from the config.** ``cameraDecode`` and ``model.resize`` go to every
+  camera (``ingest/decode.py`` decides NVDEC or CPU per connection; :meth:`decode_state`
+  shows the outcome in ``/ready``). ``device_frames`` (from main: the engine is on CUDA)
+  says whether the detector takes CUDA frames; without it cameras decode on the CPU.
 * **Observers handed down.** One :class:`~its_runtime.observability.dataplane_stats.
   DataPlaneObservers` (default: Prometheus) is given to every component it builds.
 """
@@ -43,6 +47,7 @@ from its_runtime.config import POD_NAME_ENV, POD_NAMESPACE_ENV, CameraConfig, Ru
 from its_runtime.dataplane import camera, coordinator, membership, ownership, queries
 from its_runtime.dataplane.analytics import analyzer
 from its_runtime.dataplane.cache import l1, l2, tiered
+from its_runtime.dataplane.ingest import decision
 from its_runtime.dataplane.store import adoption, database, journal, writer
 from its_runtime.observability import dataplane_stats, ownership_stats
 
@@ -63,6 +68,7 @@ class DataPlane:
         observers: dataplane_stats.DataPlaneObservers | None = None,
         lease_api: membership.LeaseApi | None = None,
         ownership_observer: ownership_stats.OwnershipObserver | None = None,
+        device_frames: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
         self.options = options or camera.PipelineOptions()
@@ -118,6 +124,9 @@ class DataPlane:
                 replica=self.replica,
                 may_analyse=self._may_analyse,
                 on_first_frame=on_first_frame,
+                resize=config.model.resize,
+                decode=config.camera_decode,
+                device_frames=device_frames,
             )
 
         self.cameras = ownership.RunningCameras(
@@ -261,6 +270,10 @@ class DataPlane:
             return health.DependencyHealth(True, f"{here}, all connected")
         return health.DependencyHealth(False, f"{here}; not connected: {', '.join(sorted(down))}")
 
+    def decode_state(self) -> dict[str, Any]:  # /ready's camera_decode: decision.summary
+        decisions = {n: p.stats.decode for n, p in self.pipelines.items()}
+        return decision.summary(self.config.camera_decode, decisions)
+
     def ownership(self) -> dict[str, Any]:
         """``GET /v1/ownership``: which replica holds which camera, as this one sees it."""
         if self.coordinator is None:
@@ -303,4 +316,4 @@ def _redis(
     if not url:
         log.warning("redis L2 disabled: environment variable %s is not set", name)
         return None
-    return l2.RedisL2(url, observer=observer)
+    return l2.RedisL2.from_config(url, config.cache, observer=observer)

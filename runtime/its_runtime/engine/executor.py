@@ -30,7 +30,7 @@ import torch
 
 from its_runtime import config
 from its_runtime.detections import Detections
-from its_runtime.engine import backends, compiled, keys, loading, postprocess, staging
+from its_runtime.engine import backends, compiled, graphs, keys, loading, postprocess, staging
 from its_runtime.engine import cache as cache_mod
 from its_runtime.engine import plan as plan_mod
 from its_runtime.engine import spec as spec_mod
@@ -91,6 +91,8 @@ class Engine:
         self.load_seconds = load_seconds
         self.warmup_seconds: float | None = None
         self._runner = runner
+        #: CUDA graphs per bucket (``gpu.cudaGraphs`` on CUDA), captured at warm-up.
+        self._graphed: graphs.GraphedForward | None = None
         self._warm = False
         self._stager = staging.BatchStager(spec, device, runner.input_dtype, runner.channels_last)
 
@@ -121,6 +123,9 @@ class Engine:
         cache = cache_mod.EngineCache(engine_cache)
         compiled.share_inductor_cache(cache, keys.device_identity(dev))
         runner, fallbacks = backends.select(source, model, dev, cache)
+        graphed: graphs.GraphedForward | None = None
+        if gpu.cuda_graphs:
+            runner, graphed = graphs.wrap(runner, dev)
         engine = cls(
             model=model,
             spec=source.spec,
@@ -131,6 +136,7 @@ class Engine:
             cache_stats=cache.stats,
             load_seconds=time.monotonic() - started,
         )
+        engine._graphed = graphed
         log.info(
             "engine ready to warm up: %s on %s, %s, %.2fs (fallbacks: %s)",
             engine.backend,
@@ -157,6 +163,9 @@ class Engine:
             self._forward(frames, bucket, strict=False)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+        if self._graphed is not None:
+            for shape, cause in self._graphed.failures.items():
+                self.fallbacks.append(("cuda-graph", f"batch {shape[0]}: {cause}"))
         self._warm = True
         self.warmup_seconds = time.monotonic() - started
         log.info("warm-up of buckets %s took %.2fs", self.spec.buckets, self.warmup_seconds)
@@ -234,6 +243,9 @@ class Engine:
             "origin": self.origin,
             "fallbacks": [{"backend": b, "cause": c} for b, c in self.fallbacks],
             "buckets": list(self.spec.buckets),
+            "cuda_graphs": (
+                [] if self._graphed is None else [shape[0] for shape in self._graphed.captured]
+            ),
             "max_batch_size": self.max_batch_size,
             "input_shape": list(self.input_shape),
             "warmed_up": self._warm,

@@ -123,10 +123,17 @@ class BatchStager:
         self._ready: dict[int, Any] = {}  # device slot address -> torch.cuda.Event
 
     def collate(self, frames: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Stack ``frames`` (each ``(C, H, W)`` on the CPU) into the next slot's buffer.
+        """Stack ``frames`` (each ``(C, H, W)``) into the next slot's buffer.
 
         Returns the ``(n, C, H, W)`` batch for :meth:`stage`: on the CPU, or on CUDA
-        already being copied to the device on the side stream.
+        already being copied to the device on the side stream. Frames may already be
+        on the device (cameras decoded by NVDEC): those are stacked device to device on
+        the side stream, which first waits for the device's default stream (where they
+        were produced), so they never make a host round trip; host frames go through
+        the pinned buffer as before, and a batch may mix both. The side stream is
+        recorded on every device frame, so the allocator does not hand its memory out
+        again before the stack has read it. An engine on the CPU copies device frames
+        to the host (the one case a host copy is unavoidable).
         """
         n = len(frames)
         if not 1 <= n <= self._spec.max_batch:
@@ -135,19 +142,40 @@ class BatchStager:
         self._next_slot = (slot + 1) % self.slots
         cuda = self.device.type == "cuda"
         shape = (self._spec.max_batch, *self._spec.frame_shape)
-        while len(self._slot_host) <= slot:
-            self._slot_host.append(torch.empty(shape, dtype=self._spec.dtype, pin_memory=cuda))
-        host = self._slot_host[slot][:n]
-        torch.stack(list(frames), out=host)
+        on_device = [cuda and f.device == self.device for f in frames]
+        if not all(on_device):
+            while len(self._slot_host) <= slot:
+                self._slot_host.append(torch.empty(shape, dtype=self._spec.dtype, pin_memory=cuda))
         if not cuda:
+            host = self._slot_host[slot][:n]
+            torch.stack([f.cpu() if f.is_cuda else f for f in frames], out=host)
             return host
         if self._copy_stream is None:
             self._copy_stream = torch.cuda.Stream(device=self.device)  # type: ignore[no-untyped-call]
         while len(self._slot_device) <= slot:
             self._slot_device.append(torch.empty(shape, dtype=self._spec.dtype, device=self.device))
         dev = self._slot_device[slot][:n]
+        if not any(on_device):
+            host = self._slot_host[slot][:n]
+            torch.stack([f.cpu() if f.is_cuda else f for f in frames], out=host)
         with torch.cuda.stream(self._copy_stream):
-            dev.copy_(host, non_blocking=True)
+            if not any(on_device):
+                dev.copy_(host, non_blocking=True)
+            else:
+                self._copy_stream.wait_stream(torch.cuda.default_stream(self.device))
+                if all(on_device):
+                    torch.stack(list(frames), out=dev)
+                else:
+                    host_rows = self._slot_host[slot]
+                    for i, (frame, here) in enumerate(zip(frames, on_device, strict=True)):
+                        if here:
+                            dev[i].copy_(frame)
+                        else:
+                            host_rows[i].copy_(frame.cpu() if frame.is_cuda else frame)
+                            dev[i].copy_(host_rows[i], non_blocking=True)
+                for frame, here in zip(frames, on_device, strict=True):
+                    if here:
+                        frame.record_stream(self._copy_stream)
             ready = torch.cuda.Event()  # type: ignore[no-untyped-call]
             ready.record(self._copy_stream)
         self._ready[dev.data_ptr()] = ready

@@ -82,6 +82,13 @@ INGEST_LAG = Histogram(
     buckets=DATAPLANE_LAG_BUCKETS,
     registry=REGISTRY,
 )
+#: requested: cameraDecode (auto, cpu, gpu); backend: where this camera decodes now.
+CAMERA_DECODE_INFO = Gauge(
+    "its_camera_decode_info",
+    "1 for the decode path a camera uses now: requested mode and active backend (cpu, gpu).",
+    ["camera", "requested", "backend"],
+    registry=REGISTRY,
+)
 ANALYTICS_CROSSINGS = Counter(
     "its_analytics_line_crossings_total",
     "Objects that crossed a counting line, by line, direction (in/out) and class.",

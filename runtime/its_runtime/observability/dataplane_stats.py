@@ -24,6 +24,7 @@ the data plane and cannot know its types.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -52,6 +53,9 @@ class IngestObserver(Protocol):
 
     #: ``stage``: ``decoded`` or ``analysed``; called once per closed rate window.
     def frame_rate(self, camera: str, stage: str, fps: float) -> None: ...
+
+    #: The camera's decode path changed: ``requested`` auto/cpu/gpu, ``backend`` cpu/gpu.
+    def decode_chosen(self, camera: str, requested: str, backend: str) -> None: ...
 
 
 class AnalyticsObserver(Protocol):
@@ -128,6 +132,10 @@ class StoreObserver(Protocol):
 
 
 class PrometheusIngest:
+    def __init__(self) -> None:
+        self._decode_labels: dict[str, tuple[str, str]] = {}
+        self._decode_lock = threading.Lock()  # decode threads of several cameras report
+
     def stream_connected(self, camera: str, connected: bool) -> None:
         m.INGEST_CONNECTED.labels(camera).set(1 if connected else 0)
 
@@ -151,6 +159,15 @@ class PrometheusIngest:
 
     def frame_rate(self, camera: str, stage: str, fps: float) -> None:
         m.INGEST_FPS.labels(camera, stage).set(fps)
+
+    def decode_chosen(self, camera: str, requested: str, backend: str) -> None:
+        # An info metric: one series per camera, the one describing its current path.
+        with self._decode_lock:
+            previous = self._decode_labels.get(camera)
+            if previous is not None and previous != (requested, backend):
+                m.CAMERA_DECODE_INFO.remove(camera, *previous)
+            self._decode_labels[camera] = (requested, backend)
+            m.CAMERA_DECODE_INFO.labels(camera, requested, backend).set(1)
 
 
 class PrometheusAnalytics:

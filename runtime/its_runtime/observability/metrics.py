@@ -78,6 +78,20 @@ DECODE_TIME = Histogram(
     buckets=STEP_BUCKETS,
     registry=REGISTRY,
 )
+#: One series at 1: the ``server.jpegDecode`` asked for and the decoder in use (gpu|cpu).
+JPEG_DECODE_INFO = Gauge(
+    "its_jpeg_decode_info",
+    "1 for the JPEG decoder HTTP frames use: requested (auto|cpu|gpu) and active (gpu|cpu).",
+    ["requested", "active"],
+    registry=REGISTRY,
+)
+#: reason is one of: unsupported (not a 3-component baseline JPEG), error (nvJPEG failed).
+JPEG_GPU_FALLBACKS = Counter(
+    "its_jpeg_gpu_fallbacks_total",
+    "JPEG frames decoded on the CPU although nvJPEG was active, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
 #: reason is one of: bad_image, bad_shape, bad_request, too_large, queue_full,
 #: deadline_exceeded, draining, execution, internal.
 ERRORS = Counter(

@@ -40,7 +40,7 @@ from its_runtime.config import RuntimeConfig
 from its_runtime.engine import plan as plan_mod
 from its_runtime.engine import stats as engine_stats
 from its_runtime.observability import collectors, metrics, telemetry
-from its_runtime.serving import batching, performance
+from its_runtime.serving import batching, frames, performance
 from its_runtime.serving.api import middleware, readiness, routes
 from its_runtime.serving.api.services import SERVICES, Preprocessor, Services
 
@@ -122,6 +122,13 @@ def create_app(
         client_max_size=config.server.max_body_bytes, middlewares=[middleware.observe]
     )
     app[SERVICES] = services
+    app[frames.DECODER] = frames.FrameDecoder(
+        preprocessor,
+        batcher.input_shape,
+        resize=config.model.resize,
+        requested=config.server.jpeg_decode,
+        device=frames.engine_device(executor),
+    )
     routes.add_routes(app)
     app.cleanup_ctx.append(_lifecycle(services, warmup))
     for extension in extensions:

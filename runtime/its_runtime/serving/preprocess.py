@@ -5,9 +5,13 @@ than the model input is decoded at a reduced scale (PIL's draft mode asks libjpe
 1/2, 1/4 or 1/8 DCT scaling, the largest scale still at least the input size) before
 the final resize; a 960x544 camera frame for a 320x320 model decodes at 480x272.
 
-Frames are resized to the model input without letterboxing: boxes then come back in
-normalised coordinates of the model input, which are the normalised coordinates of
-the original frame too, so no coordinate mapping is needed downstream.
+How a frame is fitted to the input is ``model.resize`` (:mod:`its_runtime.letterbox`):
+``stretch`` (the default) resizes it to the input size, so boxes come back in
+normalised coordinates of the frame already; ``letterbox`` resizes it to the
+:class:`~its_runtime.letterbox.Fit`'s scaled size and pads it with grey (114), and the
+caller maps boxes back with the :class:`Decoded` frame's ``fit``. Raw arrays
+(:func:`array_to_input`) must already be the input size, so neither mode resizes them
+and their boxes need no mapping.
 
 Errors are typed so the HTTP layer can map them: a corrupt or unsupported image is an
 ``ImageDecodeError`` (HTTP 400); a raw array of the wrong shape or dtype is a
@@ -16,6 +20,7 @@ Errors are typed so the HTTP layer can map them: a corrupt or unsupported image 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import warnings
 
@@ -23,6 +28,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
+
+from its_runtime.letterbox import Fit, ResizeMode
 
 #: Frames above this many pixels are refused before decoding (decompression bombs).
 MAX_PIXELS = 64 * 1024 * 1024
@@ -33,8 +40,27 @@ class ImageDecodeError(ValueError):
     """The bytes are not a decodable JPEG or PNG image."""
 
 
-def decode_image(data: bytes, input_shape: tuple[int, int, int]) -> torch.Tensor:
+@dataclasses.dataclass(frozen=True, slots=True)
+class Decoded:
+    """A frame as model input, and where it sits in that input."""
+
+    #: ``(C, H, W)`` float32 in 0..1 of the input size, on the CPU or the engine's device.
+    tensor: torch.Tensor
+    #: How the frame was fitted: ``fit.boxes_to_source`` maps the frame's boxes back.
+    fit: Fit
+
+
+def decode_image(
+    data: bytes, input_shape: tuple[int, int, int], resize: ResizeMode = ResizeMode.STRETCH
+) -> torch.Tensor:
     """Decode JPEG/PNG bytes into a ``(C, H, W)`` float32 tensor in 0..1 of the input size."""
+    return decode_frame(data, input_shape, resize).tensor
+
+
+def decode_frame(
+    data: bytes, input_shape: tuple[int, int, int], resize: ResizeMode = ResizeMode.STRETCH
+) -> Decoded:
+    """:func:`decode_image`, with the :class:`Fit` that maps boxes back to the frame."""
     channels, height, width = input_shape
     mode = "RGB" if channels == 3 else "L"
     if not data:
@@ -47,10 +73,11 @@ def decode_image(data: bytes, input_shape: tuple[int, int, int]) -> torch.Tensor
                 raise ImageDecodeError(
                     f"image is {img.width}x{img.height}, over the {MAX_PIXELS} pixel limit"
                 )
+            fit = Fit.compute(img.width, img.height, width, height, resize)
             if isinstance(img, JpegImagePlugin.JpegImageFile) and (
-                img.width > width or img.height > height
+                img.width > fit.scaled_w or img.height > fit.scaled_h
             ):
-                img.draft(mode, (width, height))
+                img.draft(mode, (fit.scaled_w, fit.scaled_h))
             img.load()
     except ImageDecodeError:
         raise
@@ -60,19 +87,21 @@ def decode_image(data: bytes, input_shape: tuple[int, int, int]) -> torch.Tensor
         raise ImageDecodeError(f"corrupt image: {exc}") from None
     if img.mode != mode:
         img = img.convert(mode)
-    if img.size != (width, height):
-        img = img.resize((width, height), Image.Resampling.BILINEAR)
+    if img.size != (fit.scaled_w, fit.scaled_h):
+        img = img.resize((fit.scaled_w, fit.scaled_h), Image.Resampling.BILINEAR)
     arr = np.asarray(img, dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    return _hwc_uint8_to_chw_float(arr)
+    return Decoded(_hwc_uint8_to_chw_float(fit.place(arr)), fit)
 
 
 def array_to_input(arr: npt.NDArray[np.generic], input_shape: tuple[int, int, int]) -> torch.Tensor:
     """Check a raw frame and turn it into a ``(C, H, W)`` float32 tensor in 0..1.
 
     Accepted: ``(H, W, C)`` uint8 pixels (``(H, W)`` for one channel), or ``(C, H, W)``
-    floats already in 0..1. Anything else raises ``ValueError`` naming both shapes.
+    floats already in 0..1, of the input size (never resized, so ``model.resize`` does
+    not apply and boxes need no mapping). Anything else raises ``ValueError`` naming
+    both shapes.
     """
     c, h, w = input_shape
     if arr.dtype == np.uint8:

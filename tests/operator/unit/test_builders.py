@@ -388,3 +388,18 @@ def test_a_rotated_secret_rolls_the_pods(make_pipeline: Make) -> None:
     annotations = dep_b["spec"]["template"]["metadata"]["annotations"]
     assert annotations[meta.SECRETS_VERSION] == "v2"
     assert dep_a["spec"]["template"] != dep_b["spec"]["template"]
+
+
+def test_gpu_pods_get_the_video_capability_nvdec_needs(make_pipeline: Make) -> None:
+    """The NVIDIA container toolkit exposes NVDEC only with the "video" capability."""
+
+    def caps(runtime: dict[str, Any]) -> str | None:
+        p = make_pipeline(runtime=runtime)
+        env = {e["name"]: e for e in _container(deployment.build(p, config_hash="x"))["env"]}
+        return env.get("NVIDIA_DRIVER_CAPABILITIES", {}).get("value")
+
+    assert caps({}) == "compute,utility,video"
+    assert caps({"decode": "cpu"}) is None
+    assert caps({"resources": {"gpu": 0}}) is None
+    own = {"env": [{"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "all"}]}
+    assert caps(own) == "all"

@@ -53,3 +53,24 @@ def test_eager_on_cuda_runs_fp16_autocast(
     engine.warmup()
     assert engine.precision == "fp16"
     assert len(engine.run_batch(torch.rand(4, *SHAPE))) == 4
+
+
+def test_cuda_graphs_replay_the_same_detections_as_the_plain_forward(
+    exported_path: pathlib.Path,
+    model_config: ModelConfigFactory,
+    cache_config: config.EngineCacheConfig,
+) -> None:
+    cfg = model_config(exported_path, precision="fp16")
+    plain = Engine.load(cfg, cache_config, config.GpuConfig())
+    plain.warmup()
+    graphed = Engine.load(cfg, cache_config, config.GpuConfig(cuda_graphs=True))
+    graphed.warmup()
+    assert graphed.describe()["cuda_graphs"] == list(graphed.buckets), graphed.fallbacks
+    torch.manual_seed(3)
+    for n in (1, 3, 4):
+        batch = torch.rand(n, *SHAPE)
+        want, got = plain.run_batch(batch), graphed.run_batch(batch)
+        assert len(got) == n
+        for a, b in zip(want, got, strict=True):
+            assert len(a) == len(b)
+            assert torch.allclose(torch.from_numpy(a.boxes), torch.from_numpy(b.boxes), atol=2e-3)

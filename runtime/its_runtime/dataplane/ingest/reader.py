@@ -19,6 +19,10 @@ The loop's rules, in the order a frame meets them:
   (``realtime``) unless told otherwise, and ends at its end instead of reconnecting.
 * **Everything else reconnects** with jittered exponential backoff; a connection that
   delivered frames resets the backoff.
+* **Each connection picks its decoder** (:mod:`.decode`: NVDEC or the CPU, with the
+  reason, reported to the stats and logged when it changes) and its
+  :class:`~.convert.FrameConverter`, which fits frames to the model input (stretch or
+  letterbox, from the source size the stream reports) on that path.
 """
 
 from __future__ import annotations
@@ -26,15 +30,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import av
 import av.container
 import av.video.frame
-import numpy as np
 
-from its_runtime.config import CameraConfig
-from its_runtime.dataplane.ingest import source
+from its_runtime.config import CameraConfig, ResizeMode
+from its_runtime.dataplane.ingest import decode, source
 from its_runtime.dataplane.ingest.backoff import Backoff
+from its_runtime.dataplane.ingest.convert import FrameConverter
+from its_runtime.dataplane.ingest.decision import DecodeDecision
 from its_runtime.dataplane.ingest.frames import Frame
 from its_runtime.dataplane.ingest.slot import LatestSlot
 from its_runtime.dataplane.ingest.stats import CameraStats
@@ -60,12 +66,21 @@ class CameraReader:
         backoff: Backoff | None = None,
         realtime: bool | None = None,
         loop_file: bool = False,
+        resize: ResizeMode | str = ResizeMode.STRETCH,
+        decode_mode: str = "auto",
+        device_frames: Callable[[], bool] | None = None,
     ) -> None:
-        """``size`` is the (width, height) frames are scaled to; None keeps the source's."""
+        """``size`` is the (width, height) frames are fitted to (``resize``: stretch or
+        letterbox); None keeps the source's. ``decode_mode`` is ``cameraDecode``;
+        ``device_frames`` says whether the consumer takes CUDA frames (None: it does not,
+        so frames are decoded on the CPU)."""
         self.camera = camera
         self._slot = slot
         self.stats = stats
         self._size = size
+        self._resize = ResizeMode(resize)
+        self._decode_mode = decode_mode
+        self._device_frames = device_frames
         self._open_timeout = open_timeout_s
         self._read_timeout = read_timeout_s
         self.backoff = backoff or Backoff()
@@ -109,34 +124,38 @@ class CameraReader:
         try:
             while not self._stop.is_set():
                 try:
-                    container = source.open_container(
+                    container, decision = decode.open_camera(
                         self.camera.url,
+                        requested=self._decode_mode,
+                        device_frames=self._device_frames,
                         open_timeout_s=self._open_timeout,
                         read_timeout_s=self._read_timeout,
                     )
                 except (av.error.FFmpegError, OSError, ValueError) as exc:
-                    self.stats.on_open_failed(_describe(exc))
+                    self.stats.on_open_failed(decode.describe(exc))
                     delay = self.backoff.next_delay()
                     log.warning(
                         "camera %s: open failed (%s); retrying in %.1fs",
                         self.camera.name,
-                        _describe(exc),
+                        decode.describe(exc),
                         delay,
                     )
                     self._stop.wait(delay)
                     continue
                 self._connection += 1
                 self.stats.on_connected()
+                self._decided(decision)
+                converter = FrameConverter(self._size, self._resize, decision, self._decided)
                 error: str | None = None
                 ended = False
                 delivered_before = self._seq
                 try:
-                    ended = self._decode(container)
+                    ended = self._decode(container, converter)
                     if ended and not self._is_file:
                         error = "the stream ended (the camera closed it)"
                         log.warning("camera %s: %s", self.camera.name, error)
                 except Exception as exc:  # network errors, timeouts, demuxer failures
-                    error = _describe(exc)
+                    error = decode.describe(exc)
                     log.warning("camera %s: stream failed: %s", self.camera.name, error)
                 finally:
                     container.close()
@@ -150,7 +169,21 @@ class CameraReader:
         finally:
             self._slot.close()
 
-    def _decode(self, container: av.container.InputContainer) -> bool:
+    def _decided(self, decision: DecodeDecision) -> None:
+        """Record the connection's decode path; log it when it changed (once, not per
+        reconnect), as a warning when ``gpu`` was asked for and the CPU decodes."""
+        if not self.stats.on_decode(decision):
+            return
+        log.log(
+            logging.WARNING if decision.fell_back else logging.INFO,
+            "camera %s: decoding on the %s (cameraDecode %s): %s",
+            self.camera.name,
+            decision.backend.upper(),
+            decision.requested,
+            decision.reason,
+        )
+
+    def _decode(self, container: av.container.InputContainer, converter: FrameConverter) -> bool:
         """Decode until the stream ends (True) or ``stop`` (False); errors propagate."""
         stream = container.streams.video[0]
         rate = float(stream.average_rate or stream.guessed_rate or self.camera.fps or 30.0)
@@ -213,7 +246,7 @@ class CameraReader:
                     anchor = self._pace(media, anchor)
                     if self._stop.is_set():
                         return False
-                self._deliver(frame, media)
+                self._deliver(frame, media, converter)
         return True
 
     def _pace(self, media: float, anchor: tuple[float, float] | None) -> tuple[float, float]:
@@ -227,13 +260,10 @@ class CameraReader:
             self._stop.wait(due - now)
         return anchor
 
-    def _deliver(self, frame: av.video.frame.VideoFrame, media: float) -> None:
-        if self._size is None:
-            array = frame.to_ndarray(format="rgb24")
-        else:
-            width, height = self._size
-            array = frame.to_ndarray(format="rgb24", width=width, height=height)
-        image = np.asarray(array, dtype=np.uint8)
+    def _deliver(
+        self, frame: av.video.frame.VideoFrame, media: float, converter: FrameConverter
+    ) -> None:
+        image, device_image, fit = converter.convert(frame)
         self._seq += 1
         item = Frame(
             camera=self.camera.name,
@@ -245,11 +275,8 @@ class CameraReader:
             image=image,
             source_width=frame.width,
             source_height=frame.height,
+            fit=fit,
+            device_image=device_image,
         )
         if self._slot.put(item):
             self.stats.on_dropped("behind")
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300]

@@ -19,6 +19,7 @@ import pathlib
 from urllib.parse import unquote, urlparse
 
 import av
+import av.codec.hwaccel
 import av.container
 
 
@@ -50,7 +51,18 @@ def open_options(url: str) -> tuple[str, dict[str, str]]:
 
 
 def open_container(
-    url: str, *, open_timeout_s: float, read_timeout_s: float
+    url: str,
+    *,
+    open_timeout_s: float,
+    read_timeout_s: float,
+    hwaccel: av.codec.hwaccel.HWAccel | None = None,
 ) -> av.container.InputContainer:
+    """Open ``url``; with ``hwaccel``, video decodes on that device (see :mod:`.decode`)."""
     target, options = open_options(url)
-    return av.open(target, mode="r", options=options, timeout=(open_timeout_s, read_timeout_s))
+    return av.open(
+        target,
+        mode="r",
+        options=options,
+        timeout=(open_timeout_s, read_timeout_s),
+        hwaccel=hwaccel,
+    )

@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any
 
+from its_runtime.dataplane.ingest.decision import DecodeDecision
 from its_runtime.observability import dataplane_stats
 
 
@@ -58,6 +59,8 @@ class CameraStats:
         self.last_error: str | None = None
         self.last_lag_s: float | None = None
         self.last_frame_at: float | None = None
+        #: How the current (or last) connection decodes; None before the first one.
+        self.decode: DecodeDecision | None = None
         self._decode_rate = RateMeter()
         self._analysed_rate = RateMeter()
         self._observer.stream_connected(camera, False)
@@ -90,6 +93,15 @@ class CameraStats:
             if error is not None:
                 self.last_error = error
         self._observer.stream_connected(self.camera, False)
+
+    def on_decode(self, decision: DecodeDecision) -> bool:
+        """A connection's decode path was chosen (or revised); True when it changed."""
+        with self._lock:
+            changed = decision != self.decode
+            self.decode = decision
+        if changed:
+            self._observer.decode_chosen(self.camera, decision.requested, decision.backend)
+        return changed
 
     def on_open_failed(self, error: str) -> None:
         with self._lock:
@@ -145,4 +157,5 @@ class CameraStats:
                 "lag_s": None if self.last_lag_s is None else round(self.last_lag_s, 4),
                 "last_frame_at": self.last_frame_at,
                 "last_error": self.last_error,
+                "decode": None if self.decode is None else self.decode.to_json(),
             }

@@ -12,20 +12,21 @@ large share of each frame's cost, and PIL and numpy release the GIL while they w
 Everything a client can get wrong is answered before the frame is queued: a body over
 the limit is 413 (from ``Content-Length`` before it is read), bytes that do not decode
 are 400, an array of the wrong shape is 422; each message names the field.
+
+Frames are fitted to the model input as ``model.resize`` says (stretch or letterbox;
+``api.decoding`` and ``serving.frames``), and every box in every answer is mapped back
+to the image the client sent, so boxes are normalised coordinates of that image.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import dataclasses
 import datetime
-import io
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -33,15 +34,15 @@ import torch
 from aiohttp import web
 
 from its_runtime import problems
+from its_runtime.letterbox import Fit
 from its_runtime.observability import metrics
 from its_runtime.serving import batching
-from its_runtime.serving.api import errors
+from its_runtime.serving.api import decoding, errors
 from its_runtime.serving.api.services import SERVICES, Services
+from its_runtime.serving.frames import DECODER
+from its_runtime.serving.preprocess import Decoded
 
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9]([-_.A-Za-z0-9]{0,126}[A-Za-z0-9])?$")
-_NPY_MAGIC = b"\x93NUMPY"
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
-_NPY_TYPES = {"application/x-npy", "application/npy", "application/x-numpy"}
 #: Most frames one batch request may carry.
 MAX_BATCH_FRAMES = 256
 
@@ -52,14 +53,6 @@ class FrameMeta:
     timestamp: float
     deadline_ms: float | None
     priority: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Payload:
-    """Undecoded frame content: ``kind`` is image, npy or array (a JSON list)."""
-
-    kind: str
-    data: Any
 
 
 def _pick(field: str, header: str, body: Mapping[str, Any], request: web.Request) -> Any:
@@ -157,37 +150,6 @@ async def _read_body(request: web.Request, services: Services) -> bytes:
     return body
 
 
-def _binary_payload(content_type: str, body: bytes) -> Payload:
-    if content_type in _NPY_TYPES or body.startswith(_NPY_MAGIC):
-        return Payload("npy", body)
-    if content_type.startswith("image/") or content_type in (
-        "application/octet-stream",
-        "",
-    ):
-        return Payload("image", body)
-    raise problems.unsupported_media(
-        f"Content-Type {content_type!r} is not supported; use image/jpeg, image/png, "
-        "application/x-npy or application/json"
-    )
-
-
-def _json_payload(frame: Mapping[str, Any], where: str) -> Payload:
-    has_image, has_array = "image" in frame, "array" in frame
-    if has_image == has_array:
-        raise problems.bad_request(f"{where}give exactly one of 'image' (base64) or 'array'")
-    if has_image:
-        raw = frame["image"]
-        if not isinstance(raw, str):
-            raise problems.bad_request(f"{where}image must be a base64 string")
-        try:
-            return Payload("image", base64.b64decode(raw, validate=True))
-        except (binascii.Error, ValueError):
-            raise problems.bad_request(f"{where}image is not valid base64") from None
-    if not isinstance(frame["array"], list):
-        raise problems.bad_shape(f"{where}array must be a nested list of numbers")
-    return Payload("array", frame["array"])
-
-
 def _parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
@@ -195,56 +157,8 @@ def _parse_json(body: bytes) -> Any:
         raise problems.bad_request(f"body is not valid JSON: {exc}") from None
 
 
-def _to_tensor(services: Services, payload: Payload, where: str) -> torch.Tensor:
-    """Decode one payload into the model input. Runs in the decode pool."""
-    shape = services.batcher.input_shape
-    start = time.monotonic()
-    pre = services.preprocessor
-    if payload.kind == "image":
-        try:
-            tensor = pre.decode_image(payload.data, shape)
-        except ValueError as exc:
-            raise problems.bad_image(f"{where}image could not be decoded: {exc}") from None
-    else:
-        if payload.kind == "npy":
-            try:
-                arr = np.load(io.BytesIO(payload.data), allow_pickle=False)
-            except (ValueError, OSError, EOFError) as exc:
-                raise problems.bad_request(
-                    f"{where}body is not a valid .npy array: {exc}"
-                ) from None
-        else:
-            arr = _json_array(payload.data, where)
-        try:
-            tensor = pre.array_to_input(arr, shape)
-        except ValueError as exc:
-            raise problems.bad_shape(f"{where}array: {exc}") from None
-    metrics.DECODE_TIME.labels(payload.kind).observe(time.monotonic() - start)
-    return tensor
-
-
-def _json_array(data: Any, where: str) -> np.ndarray[Any, Any]:
-    """A JSON nested list: integers 0..255 become uint8 pixels, anything else float32."""
-    try:
-        arr = np.asarray(data)
-    except ValueError as exc:
-        raise problems.bad_shape(f"{where}array is not rectangular: {exc}") from None
-    if arr.dtype.kind in "iu":
-        if arr.size and (arr.min() < 0 or arr.max() > 255):
-            raise problems.bad_shape(f"{where}array: integer pixels must be in 0..255")
-        return arr.astype(np.uint8)
-    if arr.dtype.kind == "f":
-        return arr.astype(np.float32)
-    raise problems.bad_shape(f"{where}array must hold numbers, got {arr.dtype}")
-
-
-async def _decode(services: Services, payload: Payload, where: str = "") -> torch.Tensor:
-    loop = asyncio.get_running_loop()
-    call: Callable[[], torch.Tensor] = lambda: _to_tensor(services, payload, where)  # noqa: E731
-    return await loop.run_in_executor(services.decode_pool, call)
-
-
-def _frame_result(services: Services, meta: FrameMeta, det: Any) -> dict[str, Any]:
+def _frame_result(services: Services, meta: FrameMeta, det: Any, fit: Fit) -> dict[str, Any]:
+    det = decoding.to_source(det, fit)
     return {
         "camera_id": meta.camera_id,
         "timestamp": meta.timestamp,
@@ -281,13 +195,13 @@ async def detect(request: web.Request) -> web.Response:
         if not isinstance(doc, dict):
             raise problems.bad_request("JSON body must be an object with 'image' or 'array'")
         meta = _parse_meta(request, doc, fallback=None)
-        payload = _json_payload(doc, "")
+        payload = decoding.json_payload(doc, "")
     else:
         meta = _parse_meta(request, {}, fallback=None)
-        payload = _binary_payload(request.content_type, body)
-    tensor = await _decode(services, payload)
-    det = await _infer(services, tensor, meta, started)
-    out = _frame_result(services, meta, det)
+        payload = decoding.binary_payload(request.content_type, body)
+    (frame,) = await decoding.decode_all(services, request.app[DECODER], [payload], [""])
+    det = await _infer(services, frame.tensor, meta, started)
+    out = _frame_result(services, meta, det, frame.fit)
     out["latency_ms"] = round((time.monotonic() - started) * 1000.0, 3)
     return web.json_response(out)
 
@@ -303,52 +217,50 @@ async def detect_batch(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     _refuse_if_draining(services)
     body = await _read_body(request, services)
+    decoder = request.app[DECODER]
     metas: list[FrameMeta]
-    tensors: list[torch.Tensor]
+    decoded: list[Decoded]
     if request.content_type == "application/json":
         doc = _parse_json(body)
         frames = doc.get("frames") if isinstance(doc, dict) else None
         if not isinstance(frames, list) or not frames:
             raise problems.bad_request("JSON body must be an object with a non-empty 'frames' list")
-        _check_count(len(frames))
+        decoding.check_count(len(frames), MAX_BATCH_FRAMES)
         shared = _parse_meta(request, doc, fallback=None)
-        metas, payloads = [], []
+        metas, payloads, wheres = [], [], []
         for i, frame in enumerate(frames):
             where = f"frames[{i}]."
             if not isinstance(frame, dict):
                 raise problems.bad_request(f"frames[{i}] must be an object")
             metas.append(_parse_meta(request, frame, where, fallback=shared))
-            payloads.append(_json_payload(frame, where))
-        tensors = list(
-            await asyncio.gather(
-                *(_decode(services, p, f"frames[{i}].") for i, p in enumerate(payloads))
-            )
-        )
+            payloads.append(decoding.json_payload(frame, where))
+            wheres.append(where)
+        decoded = await decoding.decode_all(services, decoder, payloads, wheres)
     else:
-        payload = _binary_payload(request.content_type, body)
+        payload = decoding.binary_payload(request.content_type, body)
         if payload.kind != "npy":
             raise problems.unsupported_media(
                 "the batch form takes application/json frames or one (N, C, H, W) .npy array"
             )
         shared = _parse_meta(request, {}, fallback=None)
-        tensors = await asyncio.get_running_loop().run_in_executor(
-            services.decode_pool, _split_npy, services, body
+        decoded = await asyncio.get_running_loop().run_in_executor(
+            services.decode_pool, decoding.split_npy, decoder, body, MAX_BATCH_FRAMES
         )
-        metas = [shared] * len(tensors)
-    if services.batcher.free_slots < len(tensors):
+        metas = [shared] * len(decoded)
+    if services.batcher.free_slots < len(decoded):
         metrics.ERRORS.labels("queue_full").inc()
         raise problems.ApiError(
             429,
             "queue_full",
-            f"queue has room for {services.batcher.free_slots} frames, not {len(tensors)}; "
+            f"queue has room for {services.batcher.free_slots} frames, not {len(decoded)}; "
             "retry later",
         )
     outcomes = await asyncio.gather(
-        *(_infer(services, t, m, started) for t, m in zip(tensors, metas, strict=True)),
+        *(_infer(services, f.tensor, m, started) for f, m in zip(decoded, metas, strict=True)),
         return_exceptions=True,
     )
     results: list[dict[str, Any]] = []
-    for meta, outcome in zip(metas, outcomes, strict=True):
+    for meta, frame, outcome in zip(metas, decoded, outcomes, strict=True):
         if isinstance(outcome, problems.ApiError):
             results.append(
                 {"camera_id": meta.camera_id, "timestamp": meta.timestamp, **outcome.body()}
@@ -356,33 +268,7 @@ async def detect_batch(request: web.Request) -> web.Response:
         elif isinstance(outcome, BaseException):
             raise outcome
         else:
-            results.append(_frame_result(services, meta, outcome))
+            results.append(_frame_result(services, meta, outcome, frame.fit))
     return web.json_response(
         {"results": results, "latency_ms": round((time.monotonic() - started) * 1000.0, 3)}
     )
-
-
-def _check_count(n: int) -> None:
-    if n > MAX_BATCH_FRAMES:
-        raise problems.bad_shape(f"frames: at most {MAX_BATCH_FRAMES} frames per request, got {n}")
-
-
-def _split_npy(services: Services, body: bytes) -> list[torch.Tensor]:
-    try:
-        arr = np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise problems.bad_request(f"body is not a valid .npy array: {exc}") from None
-    if arr.ndim != 4:
-        raise problems.bad_shape(
-            f"array: the batch form needs an (N, C, H, W) array, got shape {list(arr.shape)}"
-        )
-    _check_count(int(arr.shape[0]))
-    start = time.monotonic()
-    out = []
-    for i in range(arr.shape[0]):
-        try:
-            out.append(services.preprocessor.array_to_input(arr[i], services.batcher.input_shape))
-        except ValueError as exc:
-            raise problems.bad_shape(f"array[{i}]: {exc}") from None
-    metrics.DECODE_TIME.labels("npy").observe(time.monotonic() - start)
-    return out

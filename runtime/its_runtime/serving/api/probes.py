@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from its_runtime.observability import metrics
+from its_runtime.serving import frames
 from its_runtime.serving.api.services import SERVICES
 
 
@@ -41,6 +42,9 @@ async def ready(request: web.Request) -> web.Response:
         "engine_cache": dict(engine.cache),
         "queue_depth": services.batcher.queue_depth,
         "gpu_telemetry": services.telemetry.available,
+        "jpeg_decode": (
+            frames.jpeg_decode_status(request.app) if frames.DECODER in request.app else None
+        ),
     }
     return web.json_response(body, status=200 if ok else 503)
 

@@ -7,7 +7,9 @@ must not receive frames, and restarting it would only make things worse.
 Other components (the data plane's Redis cache, PostgreSQL writer, camera readers)
 register a health check here instead of the API knowing about them. A *required*
 dependency that is unhealthy makes the pod unready; an optional one (say, a database
-behind an on-disk journal) only shows in the details.
+behind an on-disk journal) only shows in the details. A component can also add a
+section of plain state to the details (``describe``; the cameras' decode paths are
+one): shown, never part of the verdict.
 """
 
 from __future__ import annotations
@@ -47,10 +49,24 @@ class Readiness:
         self.warmup_error: str | None = None
         self.draining = False
         self._deps: dict[str, _Dependency] = {}
+        self._sections: dict[str, Callable[[], Any]] = {}
 
     def register(self, name: str, check: HealthCheck, *, required: bool = True) -> None:
         """Add a dependency health check (names are unique; registering again replaces)."""
         self._deps[name] = _Dependency(check, required)
+
+    def describe(self, name: str, section: Callable[[], Any]) -> None:
+        """Add ``name: section()`` (JSON-able) to the details; it never affects readiness."""
+        self._sections[name] = section
+
+    def _sections_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, section in self._sections.items():
+            try:
+                out[name] = section()
+            except Exception as exc:
+                out[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        return out
 
     async def _run_check(self, dep: _Dependency) -> health.DependencyHealth:
         try:
@@ -87,5 +103,6 @@ class Readiness:
             "draining": self.draining,
             "reasons": reasons,
             "dependencies": deps,
+            **self._sections_json(),
         }
         return not reasons, details
