@@ -396,7 +396,8 @@ def test_gpu_pods_get_the_video_capability_nvdec_needs(make_pipeline: Make) -> N
     def caps(runtime: dict[str, Any]) -> str | None:
         p = make_pipeline(runtime=runtime)
         env = {e["name"]: e for e in _container(deployment.build(p, config_hash="x"))["env"]}
-        return env.get("NVIDIA_DRIVER_CAPABILITIES", {}).get("value")
+        value: str | None = env.get("NVIDIA_DRIVER_CAPABILITIES", {}).get("value")
+        return value
 
     assert caps({}) == "compute,utility,video"
     assert caps({"decode": "cpu"}) is None
