@@ -263,6 +263,7 @@ class CameraPipeline:
     # -- the loop -------------------------------------------------------------------
 
     async def _run(self, latest: slot.LatestSlot[frames.Frame]) -> None:
+        failures = 0
         try:
             while (frame := await latest.get()) is not None:
                 if self._may_analyse is not None and not self._may_analyse(self.camera.name):
@@ -271,12 +272,35 @@ class CameraPipeline:
                     self.stats.on_dropped("not_owner")
                     continue
                 detections = await self._infer(frame)
-                if detections is not None:
+                if detections is None:
+                    continue
+                try:
                     # Boxes come back in input coordinates: onto the frame (letterbox).
                     self._analyse(frame, frame.to_source(detections))
+                except Exception as exc:  # supervised: one bad frame never ends the camera
+                    failures += 1
+                    await self._back_off(exc, failures)
+                    continue
+                if failures:
+                    failures = 0
+                    self.stats.on_analysis_resumed()
             self._publish(force=True)
         finally:
             self.finished.set()
+
+    async def _back_off(self, exc: Exception, failures: int) -> None:
+        """Count and show a failed analysis, then wait (0.5 s doubling to 30 s); frames
+        arriving meanwhile replace each other in the slot (counted drops)."""
+        error = f"{type(exc).__name__}: {exc}"[:300]
+        self.stats.on_analysis_failed(type(exc).__name__, error)
+        delay = min(30.0, 0.5 * 2 ** min(failures - 1, 6))
+        log.exception(
+            "camera %s: analysis failed (%d in a row); retrying in %.1fs",
+            self.camera.name,
+            failures,
+            delay,
+        )
+        await asyncio.sleep(delay)
 
     async def _infer(self, frame: frames.Frame) -> Detections | None:
         """The frame's detections, or None with the drop counted under its reason."""

@@ -254,21 +254,7 @@ class DataPlane:
         )
 
     def cameras_health(self) -> health.DependencyHealth:
-        if self.ownership_error is not None:
-            return health.DependencyHealth(False, self.ownership_error)
-        here = f"{len(self.pipelines)} of {len(self.cameras.configs)} cameras run here"
-        if self.coordinator is not None:
-            view = self.coordinator.view()
-            if view.fenced:
-                return health.DependencyHealth(
-                    False, f"fenced: cannot renew the camera Lease ({view.last_error})"
-                )
-            if view.unassigned:
-                here += f"; {len(view.unassigned)} unassigned (no replica has capacity)"
-        down = [n for n, p in self.pipelines.items() if not p.stats.connected]
-        if not down:
-            return health.DependencyHealth(True, f"{here}, all connected")
-        return health.DependencyHealth(False, f"{here}; not connected: {', '.join(sorted(down))}")
+        return cameras_health(self)
 
     def decode_state(self) -> dict[str, Any]:  # /ready's camera_decode: decision.summary
         decisions = {n: p.stats.decode for n, p in self.pipelines.items()}
@@ -317,3 +303,28 @@ def _redis(
         log.warning("redis L2 disabled: environment variable %s is not set", name)
         return None
     return l2.RedisL2.from_config(url, config.cache, observer=observer)
+
+
+def cameras_health(plane: DataPlane) -> health.DependencyHealth:
+    """/ready's ``cameras``: ownership, fencing, connection and analysis of each camera."""
+    if plane.ownership_error is not None:
+        return health.DependencyHealth(False, plane.ownership_error)
+    here = f"{len(plane.pipelines)} of {len(plane.cameras.configs)} cameras run here"
+    if plane.coordinator is not None:
+        view = plane.coordinator.view()
+        if view.fenced:
+            return health.DependencyHealth(
+                False, f"fenced: cannot renew the camera Lease ({view.last_error})"
+            )
+        if view.unassigned:
+            here += f"; {len(view.unassigned)} unassigned (no replica has capacity)"
+    down = [n for n, p in plane.pipelines.items() if not p.stats.connected]
+    failing = {
+        n: p.stats.last_analysis_error for n, p in plane.pipelines.items() if not p.stats.analysing
+    }
+    if failing:
+        named = "; ".join(f"{n}: {e}" for n, e in sorted(failing.items()))
+        return health.DependencyHealth(False, f"{here}; analysis failing: {named}")
+    if not down:
+        return health.DependencyHealth(True, f"{here}, all connected")
+    return health.DependencyHealth(False, f"{here}; not connected: {', '.join(sorted(down))}")

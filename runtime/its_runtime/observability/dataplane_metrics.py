@@ -83,6 +83,12 @@ INGEST_LAG = Histogram(
     registry=REGISTRY,
 )
 #: requested: cameraDecode (auto, cpu, gpu); backend: where this camera decodes now.
+CAMERA_ERRORS = Counter(
+    "its_camera_errors_total",
+    "Frames whose analysis raised, by exception type; the camera's loop backs off and goes on.",
+    ["camera", "reason"],
+    registry=REGISTRY,
+)
 CAMERA_DECODE_INFO = Gauge(
     "its_camera_decode_info",
     "1 for the decode path a camera uses now: requested mode and active backend (cpu, gpu).",

@@ -57,6 +57,9 @@ class IngestObserver(Protocol):
     #: The camera's decode path changed: ``requested`` auto/cpu/gpu, ``backend`` cpu/gpu.
     def decode_chosen(self, camera: str, requested: str, backend: str) -> None: ...
 
+    #: The analysis of a frame raised (``reason``: the exception's type); it restarts.
+    def camera_error(self, camera: str, reason: str) -> None: ...
+
 
 class AnalyticsObserver(Protocol):
     """What the analysis of a camera's frame found."""
@@ -159,6 +162,9 @@ class PrometheusIngest:
 
     def frame_rate(self, camera: str, stage: str, fps: float) -> None:
         m.INGEST_FPS.labels(camera, stage).set(fps)
+
+    def camera_error(self, camera: str, reason: str) -> None:
+        m.CAMERA_ERRORS.labels(camera, reason).inc()
 
     def decode_chosen(self, camera: str, requested: str, backend: str) -> None:
         # An info metric: one series per camera, the one describing its current path.

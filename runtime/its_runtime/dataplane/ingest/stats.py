@@ -59,6 +59,10 @@ class CameraStats:
         self.last_error: str | None = None
         self.last_lag_s: float | None = None
         self.last_frame_at: float | None = None
+        #: False while the camera's analysis backs off after a frame whose analysis raised.
+        self.analysing = True
+        self.analysis_errors = 0
+        self.last_analysis_error: str | None = None
         #: How the current (or last) connection decodes; None before the first one.
         self.decode: DecodeDecision | None = None
         self._decode_rate = RateMeter()
@@ -142,6 +146,17 @@ class CameraStats:
         if closed:
             self._observer.frame_rate(self.camera, "analysed", self._analysed_rate.rate)
 
+    def on_analysis_failed(self, reason: str, error: str) -> None:
+        with self._lock:
+            self.analysing = False
+            self.analysis_errors += 1
+            self.last_analysis_error = error
+        self._observer.camera_error(self.camera, reason)
+
+    def on_analysis_resumed(self) -> None:
+        with self._lock:
+            self.analysing = True
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
@@ -157,5 +172,8 @@ class CameraStats:
                 "lag_s": None if self.last_lag_s is None else round(self.last_lag_s, 4),
                 "last_frame_at": self.last_frame_at,
                 "last_error": self.last_error,
+                "analysing": self.analysing,
+                "analysis_errors": self.analysis_errors,
+                "last_analysis_error": self.last_analysis_error,
                 "decode": None if self.decode is None else self.decode.to_json(),
             }
