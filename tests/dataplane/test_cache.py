@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-import random
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 import redis.asyncio as aioredis
 
+from its_devenv import redis_cluster as devredis
 from its_devenv import services as devservices
 from its_runtime.dataplane.cache.l1 import L1Cache
 from its_runtime.dataplane.cache.l2 import RedisL2
@@ -103,77 +100,11 @@ async def test_a_redis_outage_degrades_to_l1_fails_fast_and_recovers_by_itself(
         await l2.close()
 
 
-def cluster_port() -> int:
-    """A free port whose cluster-bus port (port + 10000) is free and valid too."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 30000)
-        if all(_free(p) for p in (port, port + 10000)):
-            return port
-    raise RuntimeError("no free port pair for a redis cluster node")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 @pytest.fixture
 def redis_cluster(tmp_path: pathlib.Path) -> Iterator[str]:
-    server = shutil.which("redis-server")
-    cli = shutil.which("redis-cli")
-    if server is None or cli is None:
-        pytest.fail("redis-server and redis-cli are needed (apt-get install redis-server)")
-    ports = [cluster_port() for _ in range(3)]
-    procs = []
-    for port in ports:
-        node = tmp_path / str(port)
-        node.mkdir()
-        procs.append(
-            subprocess.Popen(
-                [
-                    server,
-                    "--port", str(port),
-                    "--bind", "127.0.0.1",
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", str(node / "nodes.conf"),
-                    "--dir", str(node),
-                    "--save", "",
-                    "--appendonly", "no",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )  # fmt: skip
-    try:
-        for port in ports:
-            deadline = time.monotonic() + 10
-            while subprocess.run([cli, "-p", str(port), "ping"], capture_output=True).returncode:
-                assert time.monotonic() < deadline, "redis cluster node did not start"
-                time.sleep(0.1)
-        subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-yes"],
-            check=True,
-            capture_output=True,
-        )
-        deadline = time.monotonic() + 20
-        while (
-            "cluster_state:ok"
-            not in subprocess.run(
-                [cli, "-p", str(ports[0]), "cluster", "info"], capture_output=True, text=True
-            ).stdout
-        ):
-            assert time.monotonic() < deadline, "redis cluster did not become ready"
-            time.sleep(0.2)
-        yield f"redis://127.0.0.1:{ports[0]}/0"
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait(10)
+    """A real three-master Redis Cluster of this test's own (``its_devenv.redis_cluster``)."""
+    with devredis.running(tmp_path / "cluster") as cluster:
+        yield cluster.url
 
 
 @pytest.mark.slow
