@@ -14,6 +14,7 @@ import base64
 import io
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -53,6 +54,20 @@ def _jpeg_as(data: bytes, mode: str) -> bytes:
 GOOD = scene_jpeg(W, H, rectangles(W, H, 0))
 #: Bytes no decoder can use: cut short, or a JPEG signature on garbage.
 CORRUPT = {"truncated": GOOD[:400], "garbage": b"\xff\xd8\xff" + b"x" * 500 + b"\xff\xd9"}
+
+
+async def detects_and_batches(client: Any, n: int) -> None:
+    """A letterboxed JPEG answers 200 with boxes on the drawn rectangles, and a batch of
+    ``n`` of it answers 200."""
+    r = await client.post("/v1/detect", data=GOOD, headers={"Content-Type": "image/jpeg"})
+    body = await r.json()
+    assert r.status == 200, body
+    assert max(box_errors(body["detections"], rectangles(W, H, 0), W, H)) <= tolerance(
+        W, H, 320, "letterbox"
+    )
+    batch = [{"image": base64.b64encode(GOOD).decode()}] * n
+    r = await client.post("/v1/detect/batch", json={"frames": batch})
+    assert r.status == 200, await r.text()
 
 
 @pytest.fixture
@@ -117,15 +132,7 @@ async def test_the_fallback_is_reported_and_requests_are_still_answered(requeste
         assert await metric(client, "its_jpeg_decode_info", requested=requested) == 1.0
         assert await metric(client, "its_jpeg_decode_info", active="cpu") == 1.0
         assert await metric(client, "its_jpeg_decode_info", active="gpu") is None
-        r = await client.post("/v1/detect", data=GOOD, headers={"Content-Type": "image/jpeg"})
-        body = await r.json()
-        assert r.status == 200, body
-        assert max(box_errors(body["detections"], rectangles(W, H, 0), W, H)) <= tolerance(
-            W, H, 320, "letterbox"
-        )
-        batch = [{"image": base64.b64encode(GOOD).decode()}] * 2
-        r = await client.post("/v1/detect/batch", json={"frames": batch})
-        assert r.status == 200, await r.text()
+        await detects_and_batches(client, 2)
 
 
 @pytest.mark.parametrize("requested", ["auto", "gpu"])
@@ -333,15 +340,7 @@ async def test_http_frames_reach_a_cuda_engine_decoded_on_the_device() -> None:
     async with app_client(320, jpeg_decode="auto", executor=executor) as (client, app):
         assert frames.jpeg_decode_status(app)["active"] == "gpu"
         assert await metric(client, "its_jpeg_decode_info", requested="auto", active="gpu") == 1
-        r = await client.post("/v1/detect", data=GOOD, headers={"Content-Type": "image/jpeg"})
-        body = await r.json()
-        assert r.status == 200, body
-        assert max(box_errors(body["detections"], rectangles(W, H, 0), W, H)) <= tolerance(
-            W, H, 320, "letterbox"
-        )
-        batch = [{"image": base64.b64encode(GOOD).decode()}] * 3
-        r = await client.post("/v1/detect/batch", json={"frames": batch})
-        assert r.status == 200, await r.text()
+        await detects_and_batches(client, 3)
         for data in CORRUPT.values():
             r = await client.post("/v1/detect", data=data, headers={"Content-Type": "image/jpeg"})
             assert r.status == 400, await r.text()
