@@ -1,13 +1,15 @@
-"""The operator process (``its-operator``): settings, peering, probes, metrics, kopf.
+"""The operator process (``its-operator``): settings, leader election, probes, metrics, kopf.
 
 Everything process-level is decided here and nowhere else: which namespaces are
-served (``--namespace`` repeatable, or ``--all-namespaces``), peering (on by
-default, so several replicas can run and only one acts; ``--standalone`` for one
-replica), the liveness endpoint (kopf's, answering from the event loop, so a wedged
-loop fails it), Prometheus metrics, and watch settings that survive a silently
-dropped connection: the server ends each watch after ``server_timeout``, the client
-gives up after ``client_timeout``, and kopf reconnects when no event (bookmarks
-included) arrives within its inactivity timeout.
+served (``--namespace`` repeatable, or ``--all-namespaces``), leader election (a
+``coordination.k8s.io/v1`` Lease per scope, on by default, so several replicas and
+overlapping installations can run and only one acts on a namespace: see
+:mod:`handlers.leadership`; ``--standalone`` for one replica), the liveness
+endpoint (kopf's, answering from the event loop, so a wedged loop fails it),
+Prometheus metrics, and watch settings that survive a silently dropped connection:
+the server ends each watch after ``server_timeout``, the client gives up after
+``client_timeout``, and kopf reconnects when no event (bookmarks included) arrives
+within its inactivity timeout.
 
 kopf's own Kubernetes Events from log lines are turned off: the operator posts its
 own, on condition transitions only.
@@ -29,7 +31,8 @@ import prometheus_client
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from its_operator.handlers import camera_leases, kube, leadership, registration
+from its_operator.handlers import camera_leases, election, kube, registration
+from its_runtime import redaction
 
 logger = logging.getLogger("its_operator")
 WATCH_SERVER_TIMEOUT_S = 270
@@ -49,17 +52,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     scope.add_argument(
         "-A", "--all-namespaces", action="store_true", help="serve the whole cluster"
     )
-    ap.add_argument("--standalone", action="store_true", help="no peering (single replica)")
-    ap.add_argument("--peering-name", default="its-operator", help="peering object name")
+    ap.add_argument("--standalone", action="store_true", help="no leader election (single replica)")
     ap.add_argument(
-        "--priority", type=int, default=None, help="peering priority (default: start time, ms)"
+        "--lease-name",
+        "--peering-name",
+        default=os.environ.get("ITS_OPERATOR_LEASE_NAME", "its-operator"),
+        help="leader-election Lease name (in each served namespace, or --lease-namespace)",
     )
     ap.add_argument(
-        "--peering-lifetime",
-        type=int,
-        default=30,
-        help="seconds before a silent peer counts as dead (keep-alives come a bit sooner)",
+        "--lease-namespace",
+        default=os.environ.get("ITS_OPERATOR_LEASE_NAMESPACE")
+        or os.environ.get("POD_NAMESPACE")
+        or "its-system",
+        help="where a cluster-wide installation's Lease lives (default: its own namespace)",
     )
+    timing = election.Timing()
+    for flag, env, default, what in (
+        ("--lease-duration", "LEASE_DURATION", timing.lease_duration, "a standby waits"),
+        ("--renew-deadline", "RENEW_DEADLINE", timing.renew_deadline, "the leader stops"),
+        ("--retry-period", "RETRY_PERIOD", timing.retry_period, "between tries"),
+    ):
+        ap.add_argument(
+            flag,
+            type=float,
+            default=float(os.environ.get(f"ITS_OPERATOR_{env}", default)),
+            help=f"seconds {what} (client-go default {default:g}; env ITS_OPERATOR_{env})",
+        )
+    # Accepted so older command lines keep working; kopf peering is gone.
+    ap.add_argument("--priority", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--peering-lifetime", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--liveness-port", type=int, default=8080, help="0 disables /healthz")
     ap.add_argument("--metrics-port", type=int, default=8081, help="0 disables /metrics")
     ap.add_argument("--workers", type=int, default=8, help="concurrent reconciles")
@@ -79,8 +100,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error("--workers must be at least 1")
     if args.lease_poll_seconds <= 0:
         ap.error("--lease-poll-seconds must be positive")
-    if args.peering_lifetime < 10:
-        ap.error("--peering-lifetime must be at least 10 seconds")
+    try:
+        args.timing = election.Timing(args.lease_duration, args.renew_deadline, args.retry_period)
+    except ValueError as exc:
+        ap.error(str(exc))
     return args
 
 
@@ -98,7 +121,7 @@ def _api_client(pool: int) -> k8s_client.ApiClient:
     return k8s_client.ApiClient(configuration)
 
 
-def settings_for(args: argparse.Namespace, priority: int) -> kopf.OperatorSettings:
+def settings_for(args: argparse.Namespace) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     settings.posting.enabled = False
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_S
@@ -106,60 +129,35 @@ def settings_for(args: argparse.Namespace, priority: int) -> kopf.OperatorSettin
     settings.watching.connect_timeout = CONNECT_TIMEOUT_S
     settings.networking.connect_timeout = CONNECT_TIMEOUT_S
     settings.networking.request_timeout = REQUEST_TIMEOUT_S
-    settings.peering.lifetime = args.peering_lifetime
-    settings.peering.stealth = True
-    settings.peering.priority = priority
-    settings.peering.name = args.peering_name
-    settings.peering.standalone = args.standalone
-    settings.peering.mandatory = not args.standalone
-    settings.peering.clusterwide = bool(args.all_namespaces)
+    # Leader election is the operator's own Lease; kopf's handlers here never write.
+    settings.peering.standalone = True
+    settings.peering.mandatory = False
     return settings
 
 
-async def ensure_peering(client: kube.Kube, args: argparse.Namespace) -> None:
-    """Create the peering object(s) if missing: kopf does not, and would wait forever."""
-    targets: list[tuple[str, str | None]] = (
-        [("ClusterKopfPeering", None)]
-        if args.all_namespaces
-        else [("KopfPeering", ns) for ns in args.namespaces]
-    )
-    for kind, ns in targets:
-        if await client.get(leadership.PEERING_API_VERSION, kind, ns, args.peering_name):
-            continue
-        metadata: dict[str, Any] = {"name": args.peering_name}
-        if ns:
-            metadata["namespace"] = ns
-        try:
-            await client.create(
-                {"apiVersion": leadership.PEERING_API_VERSION, "kind": kind, "metadata": metadata}
-            )
-        except kube.ApiError as exc:
-            raise SystemExit(
-                f"cannot create {kind} {args.peering_name!r}: {exc.message}. Install "
-                "crds/kopf.dev_peerings.yaml, or run with --standalone."
-            ) from None
-
-
 async def run(args: argparse.Namespace) -> None:
-    priority = args.priority if args.priority is not None else leadership.default_priority()
-    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}/{os.getpid()}/{priority}"
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}/{os.getpid()}"
     client = kube.Kube(
         _api_client(pool=args.workers * 2 + 4), threads=args.workers * 2, identity=identity
     )
-    if not args.standalone:
-        await ensure_peering(client, args)
+    # The election has its own connections (never queued behind reconciles' requests,
+    # which could make a healthy leader miss its renew deadline) and its own user
+    # agent, so Lease renewals are told apart from reconcile writes in the audit log.
+    elector = kube.Kube(_api_client(pool=4), threads=4)
+    elector.api.user_agent = f"{election.USER_AGENT} ({identity})"
     options = registration.Options(
         namespaces=None if args.all_namespaces else list(args.namespaces),
         workers=args.workers,
         resync_seconds=args.resync_seconds,
         coalesce_seconds=args.coalesce_ms / 1000.0,
-        peering_name=None if args.standalone else args.peering_name,
+        lease_name=None if args.standalone else args.lease_name,
+        lease_namespace=args.lease_namespace,
+        timing=args.timing,
         identity=identity,
-        priority=priority,
         lease_poll_seconds=args.lease_poll_seconds,
     )
-    settings = settings_for(args, priority)
-    operator = registration.Operator(client, options)
+    settings = settings_for(args)
+    operator = registration.Operator(client, options, election_client=elector)
     operator.configure(settings)
     registry = kopf.OperatorRegistry()
     operator.register(registry)
@@ -175,10 +173,10 @@ async def run(args: argparse.Namespace) -> None:
         return {"queued": len(operator.queue), "acting": operator.gate.is_open}
 
     logger.info(
-        "starting: %s, identity %s, priority %d",
+        "starting: %s, identity %s, %s",
         "all namespaces" if args.all_namespaces else f"namespaces {args.namespaces}",
         identity,
-        priority,
+        "standalone" if args.standalone else f"leader election on Lease {args.lease_name!r}",
     )
     await kopf.operator(
         registry=registry,
@@ -186,7 +184,7 @@ async def run(args: argparse.Namespace) -> None:
         clusterwide=bool(args.all_namespaces),
         namespaces=[] if args.all_namespaces else list(args.namespaces),
         identity=cast(Any, identity),  # kopf types it as its own NewType
-        standalone=args.standalone,
+        standalone=True,
         liveness_endpoint=(
             f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
         ),
@@ -199,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("its_operator").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if not args.verbose:  # one INFO line per handled watch event is noise at scale
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # No log line, and no Event kopf posts from its object logger, quotes a URL's password.
+    redaction.install()
+    redaction.install(logging.getLogger("kopf.objects"), hooks=False)
     if args.metrics_port:
         prometheus_client.start_http_server(args.metrics_port)
     try:

@@ -6,82 +6,71 @@ the CRD's ``spec.cameras`` schema is generated from these classes.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
 from urllib.parse import urlparse
 
-from pydantic import (
-    ConfigDict,
-    Field,
-    GetJsonSchemaHandler,
-    field_validator,
-    model_serializer,
-    model_validator,
-)
-from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema
+from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
+from its_runtime import camera_url
+from its_runtime.points import Coordinate, GroundPoint, Point
+from its_runtime.traffic_config import (
+    Calibration,
+    CongestionThresholds,
+    Direction,
+    Lane,
+    StoppedVehicles,
+)
 from its_runtime.wire import NAME_PATTERN, WireModel, cel
+
+__all__ = [
+    "CAMERA_SCHEMES",
+    "Calibration",
+    "CameraConfig",
+    "CongestionThresholds",
+    "Coordinate",
+    "CountingLine",
+    "GroundPoint",
+    "Lane",
+    "Point",
+    "Region",
+    "StoppedVehicles",
+]
 
 CAMERA_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
 _CAMERA_URL_CEL = (
-    "self.url.startsWith('rtsp://') || self.url.startsWith('rtsps://') || "
+    "!has(self.url) || self.url.startsWith('rtsp://') || self.url.startsWith('rtsps://') || "
     "self.url.startsWith('http://') || self.url.startsWith('https://') || "
     "self.url.startsWith('file://')"
 )
-
-
-Coordinate = Annotated[float, Field(ge=0, le=1)]
-
-
-class Point(WireModel):
-    """A point in normalised image coordinates (0..1), independent of resolution.
-
-    On the wire (CR, config file) a point is ``[x, y]``, not ``{x: .., y: ..}``: the YAML
-    1.1 parser behind kubectl and kustomize reads an unquoted ``y`` key as the boolean
-    true, which turns every hand-written point into an unknown field ``true``.
-    In Python it is an object with ``.x`` and ``.y``.
-    """
-
-    x: Coordinate = Field(..., description="Horizontal position, 0 = left edge, 1 = right edge.")
-    y: Coordinate = Field(..., description="Vertical position, 0 = top edge, 1 = bottom edge.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_pair(cls, data: Any) -> Any:
-        if isinstance(data, list | tuple):
-            if len(data) != 2:
-                raise ValueError(f"a point is [x, y]; got {len(data)} numbers")
-            return {"x": data[0], "y": data[1]}
-        return data
-
-    @model_serializer(mode="plain")
-    def _to_pair(self) -> list[float]:
-        return [self.x, self.y]
-
-    @classmethod
-    def __get_pydantic_json_schema__(
-        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        return {
-            "type": "array",
-            "description": "[x, y] in normalised image coordinates: 0..1 from the left and "
-            "from the top edge.",
-            "items": {"type": "number", "minimum": 0, "maximum": 1},
-            "minItems": 2,
-            "maxItems": 2,
-        }
 
 
 class CountingLine(WireModel):
     name: str = Field(..., pattern=NAME_PATTERN, max_length=63, description="Line name.")
     start: Point = Field(..., description="First end of the line.")
     end: Point = Field(..., description="Second end. Crossing left-to-right of start->end is 'in'.")
+    lanes: list[Lane] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Named lanes: segments of the line (fractions from start to end), "
+        "each counted separately. Crossings outside every lane count with lane ''.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    allowed_direction: Direction | None = Field(
+        None,
+        description="The only direction traffic may cross this line (in or out); a "
+        "crossing the other way is also a wrong_way event.",
+    )
 
 
 class Region(WireModel):
     name: str = Field(..., pattern=NAME_PATTERN, max_length=63, description="Region name.")
     polygon: list[Point] = Field(
         ..., min_length=3, max_length=64, description="Polygon vertices, in order."
+    )
+    stopped: StoppedVehicles = Field(
+        default_factory=StoppedVehicles,
+        description="Stopped vehicles and the queue in this region (needs calibration or "
+        "metersPerPixel for ground speeds).",
     )
 
 
@@ -94,6 +83,8 @@ class CameraConfig(WireModel):
                     "url scheme must be one of rtsp, rtsps, http, https, file",
                     ".url",
                 ),
+                cel(camera_url.ONE_SOURCE_CEL, camera_url.ONE_SOURCE_MESSAGE, ".url"),
+                cel(camera_url.NO_PASSWORD_CEL, camera_url.NO_PASSWORD_MESSAGE, ".url"),
             ]
         }
     )
@@ -101,12 +92,22 @@ class CameraConfig(WireModel):
     name: str = Field(
         ..., pattern=NAME_PATTERN, max_length=63, description="Camera id (DNS label)."
     )
-    url: str = Field(
-        ...,
+    url: str | None = Field(
+        None,
         min_length=1,
         max_length=2048,
-        description="Stream URL: rtsp://, http(s):// or file://.",
+        description="Stream URL: rtsp://, http(s):// or file://, without a password "
+        "(a URL with credentials goes in a Secret: urlSecretRef). Exactly one of url and "
+        "urlSecretRef.",
     )
+    url_secret_ref: camera_url.CameraSecretRef | None = Field(
+        None,
+        description="The Secret key holding the full stream URL, credentials included; "
+        "the URL never appears in the CR, the ConfigMap, status, logs or API answers.",
+    )
+    #: Runtime file only (the operator renders urlSecretRef into it): the environment
+    #: variable holding the URL. Not in the CRD.
+    url_env: SkipJsonSchema[str | None] = Field(None, min_length=1, max_length=253)
     fps: float = Field(30.0, gt=0, le=240, description="Target frames per second to analyse.")
     lines: list[CountingLine] = Field(
         default_factory=list, max_length=32, description="Counting lines (with direction)."
@@ -117,11 +118,32 @@ class CameraConfig(WireModel):
     meters_per_pixel: float | None = Field(
         None, gt=0, description="Ground calibration for speed estimates (metres per pixel)."
     )
+    calibration: Calibration | None = Field(
+        None,
+        description="Ground-plane calibration: 4 image points and the same 4 points on the "
+        "road in metres. When set, speeds and queue lengths are measured through it "
+        "(instead of metersPerPixel).",
+    )
+    congestion: CongestionThresholds = Field(
+        default_factory=CongestionThresholds,
+        description="Thresholds of the camera's congestion level (free, heavy, congested).",
+    )
 
     @field_validator("url")
     @classmethod
-    def _scheme(cls, v: str) -> str:
+    def _scheme(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         scheme = urlparse(v).scheme
         if scheme not in CAMERA_SCHEMES:
             raise ValueError(f"url scheme {scheme!r} is not one of {', '.join(CAMERA_SCHEMES)}")
+        if camera_url.has_password(v):
+            raise ValueError(camera_url.NO_PASSWORD_MESSAGE)
         return v
+
+    @model_validator(mode="after")
+    def _one_url_source(self) -> CameraConfig:
+        sources = [s for s in (self.url, self.url_secret_ref, self.url_env) if s is not None]
+        if len(sources) != 1:
+            raise ValueError(camera_url.ONE_SOURCE_MESSAGE + " (a runtime file: or urlEnv)")
+        return self

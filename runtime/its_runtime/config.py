@@ -262,6 +262,10 @@ class ScaleOutConfig(WireModel):
 
 
 CameraDecode = Literal["auto", "cpu", "gpu"]  # cameraDecode: see dataplane/ingest/decode.py
+#: The multi-object tracker of every camera: ours (greedy IoU, ``iou``) or one of the
+#: ``trackers`` library's; dataplane/analytics/tracking.py and benchmarks/accuracy.py.
+TrackerKind = Literal["iou", "bytetrack", "sort", "ocsort"]
+DEFAULT_TRACKER: TrackerKind = "iou"  # until benchmarks/accuracy.py decides
 
 
 class RuntimeConfig(WireModel):
@@ -280,6 +284,11 @@ class RuntimeConfig(WireModel):
         "auto",
         description="Camera decode: gpu (NVDEC), cpu, or auto (gpu where CUDA, FFmpeg's CUDA "
         "hwaccel and the codec allow it); a camera falls back to cpu, with the reason in /ready.",
+    )
+    tracker: TrackerKind = Field(
+        DEFAULT_TRACKER,
+        description="Multi-object tracker: bytetrack, sort, ocsort (the trackers library) or "
+        "iou (the built-in greedy IoU tracker); benchmarks/accuracy.py compares them.",
     )
 
     @model_validator(mode="after")

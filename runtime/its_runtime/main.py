@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 import pydantic
 from aiohttp import web
 
+from its_runtime import redaction
 from its_runtime.config import DEFAULT_CONFIG_PATH, RuntimeConfig, ServerConfig
 from its_runtime.dataplane import camera, plane, queries
 from its_runtime.dataplane.analytics import analyzer
@@ -109,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Camera URLs carry credentials and FFmpeg's errors quote them: no log line may.
+    redaction.install()
     try:
         config = RuntimeConfig.load(args.config)
     except FileNotFoundError:

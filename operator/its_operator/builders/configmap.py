@@ -3,9 +3,10 @@
 The file is ``its_runtime.config.RuntimeConfig`` itself (the format both parts share),
 so what the runtime parses at start is exactly what the operator validated. Secret
 values never appear in it: the file names the environment variables that the
-Deployment fills from Secrets. ``scaleOut`` tells the replicas to share the cameras
-(the Leases carry the pipeline's name as a label; timing and capacity come from the
-spec). Its hash goes on the pod template, so a config change rolls the pods.
+Deployment fills from Secrets (a ``urlSecretRef`` camera becomes ``urlEnv``).
+``scaleOut`` tells the replicas to share the cameras (the Leases carry the pipeline's
+name as a label; timing and capacity come from the spec). Its hash goes on the pod
+template, so a config change rolls the pods.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 
 from its_operator.api import resource
 from its_operator.builders import meta
+from its_runtime import camera_url
 from its_runtime import config as rc
 
 #: Where the engine-cache volume is mounted (and the runtime keeps its engines).
@@ -46,7 +48,7 @@ def runtime_config(p: resource.Pipeline) -> rc.RuntimeConfig:
         )
     return rc.RuntimeConfig(
         model=spec.model,
-        cameras=list(spec.cameras),
+        cameras=[_camera(c) for c in spec.cameras],
         cache=cache,
         database=database,
         engine_cache=rc.EngineCacheConfig(
@@ -59,6 +61,13 @@ def runtime_config(p: resource.Pipeline) -> rc.RuntimeConfig:
         scale_out=scale_out(p),
         camera_decode=spec.runtime.decode,
     )
+
+
+def _camera(c: rc.CameraConfig) -> rc.CameraConfig:
+    """The camera as the runtime reads it: a Secret-held URL by its env variable's name."""
+    if c.url_secret_ref is None:
+        return c
+    return c.model_copy(update={"url_secret_ref": None, "url_env": camera_url.env_name(c.name)})
 
 
 def scale_out(p: resource.Pipeline) -> rc.ScaleOutConfig:

@@ -25,6 +25,7 @@ from typing import Any
 
 from its_operator.api import resource, spec_rollout, spec_runtime
 from its_operator.builders import configmap, meta
+from its_runtime import camera_url
 from its_runtime import config as rc
 
 CONTAINER = "runtime"
@@ -71,6 +72,14 @@ def _env(p: resource.Pipeline) -> list[dict[str, Any]]:
         )
     elif spec.cache is not None and spec.cache.redis_url is not None:
         env.append({"name": rc.REDIS_URL_ENV, "value": spec.cache.redis_url})
+    for cam in spec.cameras:  # the URL (credentials and all) stays in its Secret
+        if (url_ref := cam.url_secret_ref) is not None:
+            env.append(
+                {
+                    "name": camera_url.env_name(cam.name),
+                    "valueFrom": {"secretKeyRef": {"name": url_ref.name, "key": url_ref.key}},
+                }
+            )
     # NVDEC needs the container toolkit's "video" capability, which the default
     # (compute,utility) leaves out: without it GPU decode falls back to the CPU.
     own = {var.name for var in spec.runtime.env}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from its_runtime import redaction
+
 #: Problems no retry can cure: the user has to change the spec (or create what it
 #: names) before the pipeline can work. They make kstatus' ``Stalled`` True. A child
 #: the API server refused (``<Kind>ApplyFailed``) is not among them: the operator
@@ -34,6 +36,10 @@ class Problem:
     message: str
     blocking: bool = True
     stalls: bool | None = None
+
+    def __post_init__(self) -> None:
+        # Status conditions and Events quote problems: never a URL's credentials.
+        object.__setattr__(self, "message", redaction.redact(self.message))
 
     @property
     def stalling(self) -> bool:

@@ -22,6 +22,9 @@ def needed(spec: spec_module.AnalyticsPipelineSpec) -> dict[str, frozenset[str]]
         add(spec.database.dsn_secret_ref)
     if spec.cache is not None and spec.cache.redis_url_secret_ref is not None:
         add(spec.cache.redis_url_secret_ref)
+    for cam in spec.cameras:
+        if cam.url_secret_ref is not None:
+            out.setdefault(cam.url_secret_ref.name, set()).add(cam.url_secret_ref.key)
     for env in spec.runtime.env:
         if env.value_from is not None and env.value_from.secret_key_ref is not None:
             add(env.value_from.secret_key_ref)

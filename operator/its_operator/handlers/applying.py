@@ -2,12 +2,14 @@
 
 Every write goes through server-side apply with one field manager, so "apply" is
 idempotent and a child is only sent when it is missing, its desired-hash annotation
-differs (the spec changed) or a field the operator owns was changed by someone else
-(:mod:`drift`). Writes go out in two parallel waves, config, claim, Service,
-ServiceAccount and Role first so the workload's pods (and the RoleBinding) find
-them, which costs two round trips instead of one per child. Each apply response is
-remembered in the cache (:meth:`cache.State.remember`) so a reconcile that runs
-before the watch event arrives does not apply again.
+differs (the spec changed) or a field the operator owns was changed or removed by
+someone else (:mod:`drift` reads the operator's own managedFields entry: fields that
+webhooks, policies or other managers add are theirs and never trigger an apply).
+Writes go out in two parallel waves, config, claim, Service, ServiceAccount and Role
+first so the workload's pods (and the RoleBinding) find them, which costs two round
+trips instead of one per child. Each apply response is remembered in the cache
+(:meth:`cache.State.remember`) so a reconcile that runs before the watch event
+arrives does not apply again.
 
 A refused apply is not raised here: it becomes a ``<Kind>ApplyFailed`` problem so
 the status can say which child and why, and the reconciler raises after the status
@@ -110,7 +112,7 @@ def why_apply(current: Mapping[str, Any] | None, desired: meta.Manifest) -> str 
     annotations = current.get("metadata", {}).get("annotations") or {}
     if annotations.get(meta.DESIRED_HASH) != desired["metadata"]["annotations"][meta.DESIRED_HASH]:
         return "spec changed"
-    where = drift.difference(current, desired)
+    where = drift.difference(current, desired, kube.FIELD_MANAGER)
     if where is not None:
         return f"drift at {where}"
     return None

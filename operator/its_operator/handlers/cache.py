@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from its_operator.handlers import drift, kube
+
 Key = tuple[str, str]  # (namespace, pipeline name)
 ChildKey = tuple[str, str, str]  # (kind, namespace, name)
 #: kind -> name -> live child, for every kind the operator manages.
@@ -29,10 +31,15 @@ FRESHNESS_S = 30.0
 
 
 def slim(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A body without managedFields (the biggest part, never needed here)."""
+    """A body whose managedFields (the biggest part) keep only the operator's own apply
+    entry: :mod:`drift` judges a child on the fields that entry says the operator owns."""
     out = dict(body)
     meta = dict(out.get("metadata", {}))
-    meta.pop("managedFields", None)
+    own = drift.own_entries(body, kube.FIELD_MANAGER)
+    if own:
+        meta["managedFields"] = own
+    else:
+        meta.pop("managedFields", None)
     out["metadata"] = meta
     return out
 

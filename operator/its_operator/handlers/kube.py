@@ -26,6 +26,7 @@ from kubernetes import client as k8s_client
 
 from its_operator.api import resource
 from its_operator.handlers import metrics
+from its_runtime import redaction
 
 FIELD_MANAGER = "its-operator"
 USER_AGENT = "its-operator/0.1.0"
@@ -95,11 +96,23 @@ def _error(status: int, reason: str, body: bytes | None) -> ApiError:
     )
 
 
+class FencedError(Exception):
+    """A write refused locally: this replica does not lead the write's namespace now."""
+
+
+def _namespace_of(url: str) -> str | None:
+    parts = url.split("/")
+    return parts[parts.index("namespaces") + 1] if "namespaces" in parts else None
+
+
 class Kube:
     """Async facade over one ``kubernetes.client.ApiClient``."""
 
     def __init__(self, api: k8s_client.ApiClient, *, threads: int = 16, identity: str = "") -> None:
         self.api = api
+        #: Asked before every write with its namespace (leader election's fence): a
+        #: replica that stopped leading sends nothing, even from a reconcile mid-way.
+        self.fence: Callable[[str | None], bool] | None = None
         # The identity in the user agent tells replicas apart in the audit log.
         api.user_agent = f"{USER_AGENT} ({identity})" if identity else USER_AGENT
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="kube")
@@ -135,8 +148,11 @@ class Kube:
         return json.loads(data) if data else None
 
     async def _write(
-        self, verb: str, kind: str, method: str, url: str, **kwargs: Any
+        self, verb: str, kind: str, method: str, url: str, fenced: bool = True, **kwargs: Any
     ) -> dict[str, Any]:
+        if fenced and self.fence is not None and not self.fence(_namespace_of(url)):
+            where = _namespace_of(url) or "the cluster"
+            raise FencedError(f"not leader for {where}: {verb} {kind}")
         metrics.API_WRITES.labels(kind=kind, verb=verb).inc()
         out: dict[str, Any] = await self._run(functools.partial(self._call, method, url, **kwargs))
         return out
@@ -206,17 +222,27 @@ class Kube:
         items: list[dict[str, Any]] = out.get("items", [])
         return items
 
-    async def create(self, manifest: Mapping[str, Any]) -> bool:
+    async def create(self, manifest: Mapping[str, Any], *, fenced: bool = True) -> bool:
         """Create ``manifest``; False if it already exists."""
         meta = manifest["metadata"]
         url = path(manifest["apiVersion"], manifest["kind"], meta.get("namespace"))
         try:
-            await self._write("create", manifest["kind"], "POST", url, body=dict(manifest))
+            await self._write(
+                "create", manifest["kind"], "POST", url, fenced=fenced, body=dict(manifest)
+            )
         except ApiError as exc:
             if exc.status == 409:
                 return False
             raise
         return True
+
+    async def replace(self, manifest: Mapping[str, Any], *, fenced: bool = True) -> dict[str, Any]:
+        """PUT ``manifest`` (its ``resourceVersion`` guards it: 409 if it changed)."""
+        meta = manifest["metadata"]
+        url = path(manifest["apiVersion"], manifest["kind"], meta.get("namespace"), meta["name"])
+        return await self._write(
+            "update", manifest["kind"], "PUT", url, fenced=fenced, body=dict(manifest)
+        )
 
     async def has_resource(self, group: str, version: str, plural: str) -> bool:
         """Whether the API server serves ``group/version`` ``plural`` (discovery)."""
@@ -257,7 +283,7 @@ class Kube:
             },
             "type": type,
             "reason": reason,
-            "message": message[:1024],
+            "message": redaction.redact(message)[:1024],
             "source": {"component": component},
             "reportingComponent": component,
             "reportingInstance": component,

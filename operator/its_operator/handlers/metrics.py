@@ -1,9 +1,9 @@
 """Every Prometheus metric the operator exports, defined in one place.
 
 Reconciles (count by result, duration), API writes by kind and verb (the number
-that must stay at zero while nothing changes), the work queue's depth, and whether
-this replica is the acting one (peering). The process serves them on
-``--metrics-port`` (``its_operator.main``).
+that must stay at zero while nothing changes), the work queue's depth, whether this
+replica leads (its Lease) and what it leaves to other installations. The process
+serves them on ``--metrics-port`` (``its_operator.main``).
 """
 
 from __future__ import annotations
@@ -36,5 +36,14 @@ QUEUE_DEPTH = prometheus_client.Gauge(
     f"{PREFIX}_queue_depth", "Pipelines waiting in the work queue (due or delayed)."
 )
 ACTIVE = prometheus_client.Gauge(
-    f"{PREFIX}_active", "1 while this replica acts, 0 while peering pauses it."
+    f"{PREFIX}_active", "1 while this replica acts on anything, 0 while it stands by."
+)
+LEADER = prometheus_client.Gauge(
+    f"{PREFIX}_leader",
+    "1 while this replica holds the leader-election Lease (namespace/name) and renews it.",
+    ["lease"],
+)
+YIELDED = prometheus_client.Gauge(
+    f"{PREFIX}_yielded_namespaces",
+    "Namespaces this cluster-wide leader leaves to a namespaced installation holding them.",
 )

@@ -23,7 +23,7 @@ import dataclasses
 import datetime
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -31,7 +31,15 @@ import kopf
 from its_operator.api import resource
 from its_operator.builders import children as children_builder
 from its_operator.builders import meta
-from its_operator.handlers import cache, camera_leases, kube, leadership, queue, reconciling
+from its_operator.handlers import (
+    cache,
+    camera_leases,
+    election,
+    kube,
+    leadership,
+    queue,
+    reconciling,
+)
 
 logger = logging.getLogger(__name__)
 CHILD_SELECTOR = f"{meta.LABEL_MANAGED_BY}={meta.MANAGED_BY}"
@@ -58,11 +66,12 @@ class Options:
     resync_seconds: float = 300.0
     #: Events for one pipeline within this window fold into one reconcile.
     coalesce_seconds: float = 0.2
-    #: None: standalone (no peering); otherwise the peering object's name.
-    peering_name: str | None = None
+    #: None: standalone (no leader election); otherwise the Leases' name.
+    lease_name: str | None = None
+    #: Where a cluster-wide installation keeps its Lease (namespaced ones look there).
+    lease_namespace: str = "its-system"
+    timing: election.Timing = dataclasses.field(default_factory=election.Timing)
     identity: str = "its-operator"
-    priority: int = 0
-    peering_poll_seconds: float = 2.0
     #: How often the runtime's membership Leases are listed (status.cameras).
     lease_poll_seconds: float = camera_leases.POLL_SECONDS
 
@@ -79,7 +88,7 @@ class _Gates:
     pipeline but not yet its children and re-apply them.
     """
 
-    def __init__(self, leader: leadership.PeeringGate) -> None:
+    def __init__(self, leader: leadership.Leadership | leadership.Standalone) -> None:
         self.leader = leader
         self.synced = asyncio.Event()
 
@@ -91,37 +100,73 @@ class _Gates:
 class Operator:
     """The reconciler, its queue and its gate, bound to one kopf registry."""
 
-    def __init__(self, client: kube.Kube, options: Options) -> None:
+    def __init__(
+        self, client: kube.Kube, options: Options, election_client: kube.Kube | None = None
+    ) -> None:
+        """``election_client``: the Lease's own connections (default: ``client``'s)."""
         self.options = options
         self.kube = client
         self.state = cache.State()
         self.reconciler = reconciling.Reconciler(client, self.state, options.namespaces)
-        self.gate = leadership.PeeringGate(
-            client if options.peering_name else None,
-            identity=options.identity,
-            priority=options.priority,
-            peering_name=options.peering_name or "",
-            namespaces=options.namespaces,
-            poll=options.peering_poll_seconds,
-            on_change=self._gate_changed,
+        self.gate: leadership.Leadership | leadership.Standalone = (
+            leadership.Leadership(
+                election.KubeLeases(election_client or client),
+                identity=options.identity,
+                namespaces=options.namespaces,
+                lease_name=options.lease_name,
+                lease_namespace=options.lease_namespace,
+                timing=options.timing,
+                on_change=self._gate_changed,
+            )
+            if options.lease_name
+            else leadership.Standalone()
         )
+        client.fence = self.gate.acts_on
         self.gates = _Gates(self.gate)
         self.queue: queue.WorkQueue[cache.Key] = queue.WorkQueue(
-            self.reconciler.reconcile, workers=options.workers, gate=self.gates
+            self._reconcile, workers=options.workers, gate=self.gates
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._seen: dict[tuple[str, str, str], str] = {}
+        self._inflight: dict[cache.Key, asyncio.Task[float | None]] = {}
+        self._election_kube = election_client
 
-    def _gate_changed(self, open_: bool) -> None:
-        if open_:
-            self.resync(spread=1.0)
-        else:
-            logger.info("paused by peering: dropping %d queued pipelines", len(self.queue))
+    async def _reconcile(self, key: cache.Key) -> float | None:
+        """Reconcile ``key`` if this replica leads its namespace; cancellable on losing it."""
+        if not self.gate.acts_on(key[0]):
+            return None  # queued before the namespace was lost; re-queued if regained
+        task = asyncio.create_task(self.reconciler.reconcile(key), name=f"reconcile {key}")
+        self._inflight[key] = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the queue itself is stopping
+            return None  # cancelled by _gate_changed: leadership lost, not a failure
+        finally:
+            self._inflight.pop(key, None)
+
+    def _gate_changed(self, old: leadership.View, new: leadership.View) -> None:
+        lost = [k for k, t in self._inflight.items() if not new.acts_on(k[0]) and not t.done()]
+        for key in lost:
+            self._inflight[key].cancel()
+        if lost:
+            logger.info("leadership lost: cancelled %d in-flight reconciles", len(lost))
+        if not new.acting:
+            logger.info("not leading: dropping %d queued pipelines", len(self.queue))
             self.queue.clear()
+        n = self.resync(spread=1.0, only=lambda ns: new.acts_on(ns) and not old.acts_on(ns))
+        if n:
+            logger.info("leading: queued %d pipelines", n)
 
-    def resync(self, spread: float = 0.0) -> int:
+    def resync(self, spread: float = 0.0, only: Callable[[str], bool] | None = None) -> int:
         """Queue every known pipeline (spread over ``spread`` seconds); return how many."""
-        keys = list(self.state.pipeline_keys(reconciling.PIPELINE_INDEX))
+        keys = [
+            k
+            for k in self.state.pipeline_keys(reconciling.PIPELINE_INDEX)
+            if only is None or only(k[0])
+        ]
         for key in keys:
             self.queue.add(key, random.uniform(0, spread) if spread else 0.0)
         return len(keys)
@@ -177,6 +222,8 @@ class Operator:
         @kopf.on.event(*pipelines, id="its_pipeline_event", registry=registry)
         async def pipeline_event(**kw: Any) -> None:
             self.gates.synced.set()
+            if not self.gate.acts_on(kw["namespace"]):
+                return  # a standby (or a namespace left to another installation): indexes only
             self.queue.add((kw["namespace"], kw["name"]), self.options.coalesce_seconds)
 
         for api_version, kind in children_builder.KINDS:
@@ -187,7 +234,7 @@ class Operator:
             self.state.bind(_indexes(kwargs))
             self._tasks = [
                 asyncio.create_task(self.queue.run(), name="its work queue"),
-                asyncio.create_task(self.gate.run(), name="its peering gate"),
+                asyncio.create_task(self.gate.run(), name="its leader election"),
                 asyncio.create_task(self._resync_loop(), name="its resync"),
                 asyncio.create_task(self._lease_loop(), name="its lease poll"),
             ]
@@ -199,7 +246,11 @@ class Operator:
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            # Only after every reconcile has stopped: the standby takes over at once.
+            await self.gate.release()
             self.kube.close()
+            if self._election_kube is not None:
+                self._election_kube.close()
 
     def _register_child(self, registry: kopf.OperatorRegistry, api_version: str, kind: str) -> None:
         selector = _plural(api_version, kind)
@@ -224,6 +275,8 @@ class Operator:
                 if self._seen.get(child) == print_:
                     return  # a status-only update of a child whose status is not read
                 self._seen[child] = print_
+            if not self.gate.acts_on(namespace):
+                return  # a standby keeps its indexes, queues nothing
             self.queue.add((namespace, owner), self.options.coalesce_seconds)
 
         kopf.index(*selector, id=reconciling.index_id(kind), labels=labels, registry=registry)(

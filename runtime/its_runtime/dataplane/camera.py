@@ -50,6 +50,7 @@ from its_runtime import submission
 from its_runtime.config import CameraConfig, ResizeMode
 from its_runtime.dataplane import publish
 from its_runtime.dataplane.analytics import analyzer
+from its_runtime.dataplane.analytics import events as traffic_events
 from its_runtime.dataplane.analytics import tracker as tracking
 from its_runtime.dataplane.cache import tiered
 from its_runtime.dataplane.ingest import backoff, frames, slot, stats
@@ -127,6 +128,10 @@ def frame_rows(
             speed_kmh=ev.speed_kmh,
             frame_seq=result.seq,
             replica=replica,
+            lane=ev.lane,
+            region=ev.region,
+            destination=ev.destination,
+            value=ev.value,
         )
         for ev in result.events
     ]
@@ -336,19 +341,7 @@ class CameraPipeline:
             self._on_first_frame(self.camera.name, frame.decoded_at)
         self._last = result
         self._report(result)
-        for ev in result.events:
-            self.recent_events.append(
-                {
-                    "kind": ev.kind,
-                    "ts": ev.wall_time,
-                    "media_time": round(ev.media_time, 4),
-                    "line": ev.line,
-                    "direction": ev.direction,
-                    "class": ev.class_name,
-                    "track_id": ev.track_id,
-                    "speed_kmh": None if ev.speed_kmh is None else round(ev.speed_kmh, 2),
-                }
-            )
+        self.recent_events.extend(ev.to_json() for ev in result.events if not ev.is_sample)
         if self.writer is not None:
             self.writer.submit(
                 frame_rows(
@@ -368,11 +361,15 @@ class CameraPipeline:
         for ev in result.events:
             if ev.kind == analyzer.CROSSING:
                 self._analytics.line_crossed(camera, ev.line, ev.direction, ev.class_name)
-            else:
+            elif ev.kind == analyzer.OBJECT:
                 self._analytics.object_seen(camera, ev.class_name)
+            elif ev.kind in traffic_events.INCIDENT_KINDS:
+                self._analytics.traffic_event(camera, ev.kind)
         self._analytics.active_tracks(camera, len(result.tracks))
         for region, per_class in result.occupancy.items():
             self._analytics.region_occupancy(camera, region, sum(per_class.values()))
+        if result.traffic is not None:
+            result.traffic.report(camera, self._analytics)
 
     # -- the latest view ------------------------------------------------------------
 
@@ -387,6 +384,7 @@ class CameraPipeline:
             "media_time": None if last is None else round(last.media_time, 4),
             "tracks": [] if last is None else [t.to_json() for t in last.tracks],
             "occupancy": {} if last is None else last.occupancy,
+            "traffic": {} if last is None or last.traffic is None else last.traffic.to_json(),
             "counts": self.analyzer.counts.to_json(),
             "recent_events": list(self.recent_events),
             "stream": self.stats.snapshot(),

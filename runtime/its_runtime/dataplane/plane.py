@@ -42,9 +42,9 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from its_runtime import health
+from its_runtime import health, redaction
 from its_runtime.config import POD_NAME_ENV, POD_NAMESPACE_ENV, CameraConfig, RuntimeConfig
-from its_runtime.dataplane import camera, coordinator, membership, ownership, queries
+from its_runtime.dataplane import camera, camera_urls, coordinator, membership, ownership, queries
 from its_runtime.dataplane.analytics import analyzer
 from its_runtime.dataplane.cache import l1, l2, tiered
 from its_runtime.dataplane.ingest import decision
@@ -92,6 +92,7 @@ class DataPlane:
         if db.dsn_env and not dsn:
             log.warning("database disabled: environment variable %s is not set", db.dsn_env)
         if dsn:
+            redaction.remember(dsn)  # its password, wherever a driver error quotes it
             self.database = database.Database(dsn, db, observer=observers.store)
             # Each pod journals into its own directory under the journal root; where the
             # root is shared by the replicas, the journals of deleted pods are adopted
@@ -130,7 +131,7 @@ class DataPlane:
             )
 
         self.cameras = ownership.RunningCameras(
-            config.cameras,
+            camera_urls.resolve(config.cameras, environ),
             make,
             replica=self.replica,
             cache=self.cache,
@@ -245,13 +246,7 @@ class DataPlane:
     def database_health(self) -> health.DependencyHealth:
         if self.database is None or self.writer is None:
             return health.DependencyHealth(True, "disabled")
-        if self.database.up:
-            return health.DependencyHealth(True, "ok")
-        return health.DependencyHealth(
-            False,
-            f"degraded, journalling ({self.writer.journal.rows} rows spooled): "
-            f"{self.database.last_error}",
-        )
+        return self.writer.health()  # ok, degraded (journalling) or failing: <cause>
 
     def cameras_health(self) -> health.DependencyHealth:
         return cameras_health(self)
@@ -302,6 +297,7 @@ def _redis(
     if not url:
         log.warning("redis L2 disabled: environment variable %s is not set", name)
         return None
+    redaction.remember(url)
     return l2.RedisL2.from_config(url, config.cache, observer=observer)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from its_runtime import problems
-from its_runtime.dataplane import publish
+from its_runtime.dataplane import counts_body, publish
 from its_runtime.dataplane.cache.tiered import TieredCache
 from its_runtime.dataplane.store import queries, schema
 from its_runtime.dataplane.store.database import Database
@@ -38,7 +38,8 @@ DEFAULT_WINDOW_S = 3600
 MAX_INTERVAL_S = 7 * 86400
 MAX_BUCKETS = 10_000
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+#: At most 12 digits: ``int()`` of a longer one can exceed Python's 4300-digit limit.
+_DURATION = re.compile(r"^\s*(\d{1,12})\s*([smhd]?)\s*$")
 
 
 class CameraQueries:
@@ -71,7 +72,7 @@ class CameraQueries:
             return hit.value, hit.level
         rows = await self._query(lambda conn: queries.counts(conn, camera, start, end, interval_s))
         body = json.dumps(
-            _counts_body(camera, start, end, interval_s, rows), separators=(",", ":")
+            counts_body.build(camera, start, end, interval_s, rows), separators=(",", ":")
         ).encode()
         await self.cache.set(key, body)
         return body, None
@@ -110,49 +111,6 @@ class CameraQueries:
                 "database_unavailable",
                 f"the database is unavailable and no cached answer is fresh: {type(exc).__name__}",
             ) from exc
-
-
-def _counts_body(
-    camera: str,
-    start: datetime.datetime,
-    end: datetime.datetime,
-    interval_s: int,
-    rows: list[queries.CountRow],
-) -> dict[str, Any]:
-    buckets: dict[datetime.datetime, dict[str, Any]] = {}
-    t = start
-    step = datetime.timedelta(seconds=interval_s)
-    while t < end:
-        buckets[t] = {"start": t.isoformat(), "objects": {}, "crossings": []}
-        t += step
-    totals: dict[str, Any] = {"objects": {}, "crossings": {}}
-    for r in rows:
-        bucket = buckets.get(r.start)
-        if bucket is None:
-            continue
-        if r.kind == "object":
-            bucket["objects"][r.class_name] = bucket["objects"].get(r.class_name, 0) + r.n
-            totals["objects"][r.class_name] = totals["objects"].get(r.class_name, 0) + r.n
-        else:
-            bucket["crossings"].append(
-                {"line": r.line, "direction": r.direction, "class": r.class_name, "count": r.n}
-            )
-            k = (r.line, r.direction, r.class_name)
-            totals["crossings"][k] = totals["crossings"].get(k, 0) + r.n
-    return {
-        "camera": camera,
-        "from": start.isoformat(),
-        "to": end.isoformat(),
-        "interval_s": interval_s,
-        "buckets": list(buckets.values()),
-        "totals": {
-            "objects": totals["objects"],
-            "crossings": [
-                {"line": line, "direction": d, "class": c, "count": n}
-                for (line, d, c), n in sorted(totals["crossings"].items())
-            ],
-        },
-    }
 
 
 # -- parameter parsing ------------------------------------------------------------------
@@ -196,15 +154,23 @@ def parse_window(params: Any) -> tuple[datetime.datetime, datetime.datetime, int
     interval = parse_interval(params["interval"]) if "interval" in params else DEFAULT_INTERVAL_S
     now = datetime.datetime.now(datetime.UTC)
     end = parse_time("to", params["to"]) if "to" in params else now
-    start = (
-        parse_time("from", params["from"])
-        if "from" in params
-        else end - datetime.timedelta(seconds=DEFAULT_WINDOW_S)
-    )
+    try:
+        start = (
+            parse_time("from", params["from"])
+            if "from" in params
+            else end - datetime.timedelta(seconds=DEFAULT_WINDOW_S)
+        )
+    except OverflowError:
+        raise problems.bad_request("to: too early to hold the default one-hour window") from None
     if start >= end:
         raise problems.bad_request("from: must be earlier than to")
-    start = queries.align(start, interval)
-    end = queries.align(end, interval, up=True)
+    try:
+        start = queries.align(start, interval)
+        end = queries.align(end, interval, up=True)
+    except OverflowError:  # widened to whole intervals past year 1 or 9999
+        raise problems.bad_request(
+            "from/to: the window widened to whole intervals leaves the calendar (years 1-9999)"
+        ) from None
     buckets = int((end - start).total_seconds()) // interval
     if buckets > MAX_BUCKETS:
         raise problems.bad_request(

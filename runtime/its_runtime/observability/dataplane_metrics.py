@@ -119,6 +119,32 @@ ANALYTICS_OCCUPANCY = Gauge(
     ["camera", "region"],
     registry=REGISTRY,
 )
+ANALYTICS_CONGESTION = Gauge(
+    "its_analytics_congestion_level",
+    "The camera's congestion level from its vehicles and their mean ground speed over "
+    "the congestion window: 0 free, 1 heavy, 2 congested.",
+    ["camera"],
+    registry=REGISTRY,
+)
+ANALYTICS_QUEUE_VEHICLES = Gauge(
+    "its_analytics_queue_vehicles",
+    "Vehicles stopped in the region for at least its queue dwell, on the latest frame.",
+    ["camera", "region"],
+    registry=REGISTRY,
+)
+ANALYTICS_QUEUE_LENGTH = Gauge(
+    "its_analytics_queue_length_meters",
+    "Ground length spanned by the region's queued vehicles (needs a calibration).",
+    ["camera", "region"],
+    registry=REGISTRY,
+)
+ANALYTICS_INCIDENTS = Counter(
+    "its_analytics_traffic_events_total",
+    "Wrong-way crossings (wrong_way), stopped vehicles (stopped_vehicle) and turning "
+    "movements (od), by kind.",
+    ["camera", "kind"],
+    registry=REGISTRY,
+)
 CACHE_REQUESTS = Counter(
     "its_cache_requests_total",
     "Cache lookups by level (l1, l2) and result (hit, miss, error).",
@@ -233,7 +259,23 @@ JOURNAL_ADOPTED_ROWS = Counter(
 )
 JOURNAL_DROPPED = Counter(
     "its_journal_dropped_rows_total",
-    "Rows dropped because the journal was full (the oldest go first) or unreadable.",
+    "Rows lost, by reason: journal_full (the oldest go first), journal_unwritable (disk "
+    "full while the database was down), corrupt (unreadable), memory, "
+    "dead_letter_unwritable.",
+    ["reason"],
+    registry=REGISTRY,
+)
+ROWS_DEAD_LETTERED = Counter(
+    "its_rows_dead_lettered_total",
+    "Rows the database refused as bad data, isolated from their batch and kept in the "
+    "dead-letter file (reason: the error's type); the rest of the batch was written.",
+    ["table", "reason"],
+    registry=REGISTRY,
+)
+ROW_WRITER_ERRORS = Counter(
+    "its_row_writer_errors_total",
+    "Unexpected errors of the row writer (reason: the error's type; stopped: its task "
+    "ended and was restarted). It logs them and goes on.",
     ["reason"],
     registry=REGISTRY,
 )

@@ -72,6 +72,15 @@ class AnalyticsObserver(Protocol):
 
     def region_occupancy(self, camera: str, region: str, n: int) -> None: ...
 
+    #: ``value``: 0 free, 1 heavy, 2 congested.
+    def congestion(self, camera: str, value: int) -> None: ...
+
+    #: ``length_m`` is None without a calibration.
+    def queue(self, camera: str, region: str, vehicles: int, length_m: float | None) -> None: ...
+
+    #: A wrong_way, stopped_vehicle or od event.
+    def traffic_event(self, camera: str, kind: str) -> None: ...
+
 
 class CacheObserver(Protocol):
     """The two cache levels: lookups, latencies, L1 size and evictions, L2 health."""
@@ -127,8 +136,17 @@ class StoreObserver(Protocol):
     #: Rows replayed from adopted journals (also reported by ``rows_replayed``).
     def rows_adopted(self, n: int) -> None: ...
 
-    #: ``reason``: ``memory``, ``journal_full`` or ``corrupt``.
+    #: ``reason``: ``memory``, ``journal_full``, ``journal_unwritable`` (disk full: the
+    #: rows could not be spooled), ``dead_letter_unwritable`` or ``corrupt``.
     def rows_dropped(self, reason: str, n: int) -> None: ...
+
+    #: Rows refused as bad data, isolated from their batch into the dead-letter file;
+    #: ``reason``: the error's type (``CheckViolationError``, ``DataError``, ...).
+    def rows_dead_lettered(self, table: str, reason: str, n: int) -> None: ...
+
+    #: The row writer hit an unexpected error (``reason``: its type) or its task
+    #: stopped and was restarted (``stopped``); it goes on.
+    def writer_error(self, reason: str) -> None: ...
 
 
 # -- their Prometheus form -------------------------------------------------------------
@@ -188,6 +206,17 @@ class PrometheusAnalytics:
 
     def region_occupancy(self, camera: str, region: str, n: int) -> None:
         m.ANALYTICS_OCCUPANCY.labels(camera, region).set(n)
+
+    def congestion(self, camera: str, value: int) -> None:
+        m.ANALYTICS_CONGESTION.labels(camera).set(value)
+
+    def queue(self, camera: str, region: str, vehicles: int, length_m: float | None) -> None:
+        m.ANALYTICS_QUEUE_VEHICLES.labels(camera, region).set(vehicles)
+        if length_m is not None:
+            m.ANALYTICS_QUEUE_LENGTH.labels(camera, region).set(length_m)
+
+    def traffic_event(self, camera: str, kind: str) -> None:
+        m.ANALYTICS_INCIDENTS.labels(camera, kind).inc()
 
 
 class PrometheusCache:
@@ -254,6 +283,12 @@ class PrometheusStore:
 
     def rows_dropped(self, reason: str, n: int) -> None:
         m.JOURNAL_DROPPED.labels(reason).inc(n)
+
+    def rows_dead_lettered(self, table: str, reason: str, n: int) -> None:
+        m.ROWS_DEAD_LETTERED.labels(table, reason).inc(n)
+
+    def writer_error(self, reason: str) -> None:
+        m.ROW_WRITER_ERRORS.labels(reason).inc()
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,9 @@ def decode_frame(
         raise
     except UnidentifiedImageError:
         raise ImageDecodeError("not a JPEG or PNG image") from None
+    except Image.DecompressionBombError:
+        # PIL refuses twice its own pixel limit in Image.open, before our check runs.
+        raise ImageDecodeError(f"image is over the {MAX_PIXELS} pixel limit") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"corrupt image: {exc}") from None
     if img.mode != mode:

@@ -151,17 +151,23 @@ def operator(
     """Start operator processes serving ``namespace``; all are stopped afterwards."""
     started: list[OperatorProcess] = []
 
-    def start(*extra: str, wait: bool = True) -> OperatorProcess:
+    def start(
+        *extra: str,
+        wait: bool = True,
+        scope: tuple[str, ...] | None = None,
+        kubeconfig: pathlib.Path | None = None,
+    ) -> OperatorProcess:
+        """``scope`` replaces ``--namespace <the test's>`` (e.g. ``("--all-namespaces",)``)."""
         identity = f"op-{len(started)}-{uuid.uuid4().hex[:6]}"
         metrics_port, liveness_port = ports.free_port(), ports.free_port()
         log = tmp_path / f"{identity}.log"
-        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "POD_NAME": identity}
+        config = kubeconfig or cluster.kubeconfig
+        env = {**os.environ, "KUBECONFIG": str(config), "POD_NAME": identity}
         cmd = [
             sys.executable,
             "-m",
             "its_operator.main",
-            "--namespace",
-            namespace,
+            *(scope or ("--namespace", namespace)),
             "--metrics-port",
             str(metrics_port),
             "--liveness-port",

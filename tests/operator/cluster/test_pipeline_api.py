@@ -117,6 +117,102 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         ["spec.cameras", "must have at most 1000 items"],
     ),
     (
+        "calibration-image-points-collinear",
+        {
+            "cameras": [
+                {
+                    "name": "c1",
+                    "url": "rtsp://a",
+                    "calibration": {
+                        "imagePoints": [[0.1, 0.1], [0.2, 0.2], [0.3, 0.3], [0.9, 0.1]],
+                        "groundPoints": [[0, 0], [3.5, 0], [3.5, 30], [0, 30]],
+                    },
+                }
+            ]
+        },
+        [
+            "spec.cameras[0].calibration.imagePoints",
+            "no three points may lie on one line",
+        ],
+    ),
+    (
+        "calibration-ground-points-repeated",
+        {
+            "cameras": [
+                {
+                    "name": "c1",
+                    "url": "rtsp://a",
+                    "calibration": {
+                        "imagePoints": [[0.1, 0.9], [0.9, 0.9], [0.6, 0.2], [0.4, 0.2]],
+                        "groundPoints": [[0, 0], [0, 0], [3.5, 30], [0, 30]],
+                    },
+                }
+            ]
+        },
+        ["spec.cameras[0].calibration.groundPoints", "must be 4 distinct points"],
+    ),
+    (
+        "lane-ends-before-it-starts",
+        {
+            "cameras": [
+                {
+                    "name": "c1",
+                    "url": "rtsp://a",
+                    "lines": [
+                        {
+                            "name": "stop",
+                            "start": [0.1, 0.5],
+                            "end": [0.9, 0.5],
+                            "lanes": [{"name": "l1", "start": 0.6, "end": 0.4}],
+                        }
+                    ],
+                }
+            ]
+        },
+        ["spec.cameras[0].lines[0].lanes[0].start", "lane start must be before its end"],
+    ),
+    (
+        "stopped-dwell-zero",
+        {
+            "cameras": [
+                {
+                    "name": "c1",
+                    "url": "rtsp://a",
+                    "regions": [
+                        {
+                            "name": "box",
+                            "polygon": [[0.1, 0.1], [0.9, 0.1], [0.5, 0.9]],
+                            "stopped": {"queueDwellSeconds": 0},
+                        }
+                    ],
+                }
+            ]
+        },
+        ["spec.cameras[0].regions[0].stopped.queueDwellSeconds", "should be greater than 0"],
+    ),
+    (
+        "stopped-event-before-queue-dwell",
+        {
+            "cameras": [
+                {
+                    "name": "c1",
+                    "url": "rtsp://a",
+                    "regions": [
+                        {
+                            "name": "box",
+                            "polygon": [[0.1, 0.1], [0.9, 0.1], [0.5, 0.9]],
+                            "stopped": {"queueDwellSeconds": 10, "eventSeconds": 5},
+                        }
+                    ],
+                }
+            ]
+        },
+        [
+            "spec.cameras[0].regions[0].stopped.eventSeconds",
+            "must not be less than stopped.queueDwellSeconds",
+        ],
+    ),
+    (
         "bad-quantity",
         {"engineCache": {"size": "lots"}},
         ["spec.engineCache.size", "should match"],

@@ -13,34 +13,27 @@ one-frame false positive never is.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from its_runtime.config import CameraConfig
-from its_runtime.dataplane.analytics import geometry, speed
+from its_runtime.dataplane.analytics import calibration, geometry, measures, speed, tracking
 from its_runtime.dataplane.analytics.counting import IntervalCounter
+from its_runtime.dataplane.analytics.events import CROSSING as CROSSING
+from its_runtime.dataplane.analytics.events import OBJECT as OBJECT
+from its_runtime.dataplane.analytics.events import WRONG_WAY
+from its_runtime.dataplane.analytics.events import TrafficEvent as TrafficEvent
 from its_runtime.dataplane.analytics.lines import LineCounter, LineCrossing
 from its_runtime.dataplane.analytics.regions import RegionOccupancy
-from its_runtime.dataplane.analytics.tracker import Track, Tracker, TrackerSettings
+from its_runtime.dataplane.analytics.tracker import Track, TrackerSettings
 from its_runtime.detections import Detections
 
-CROSSING = "crossing"
-OBJECT = "object"
-
-
-@dataclass(frozen=True)
-class TrafficEvent:
-    """A counted happening: a new object (``object``) or a line crossing (``crossing``)."""
-
-    kind: str
-    track_id: int
-    class_name: str
-    media_time: float
-    wall_time: float
-    line: str = ""
-    direction: str = ""
-    speed_kmh: float | None = None
+#: Crossing hysteresis as a fraction of the box height: a box's bottom edge jitters by
+#: a few percent of its height, so a vehicle halted on a line must move this far past
+#: it before it counts (benchmarks/accuracy.py: the queue and stop-and-go scenes).
+CROSSING_BAND = 0.35
 
 
 @dataclass(frozen=True)
@@ -70,6 +63,8 @@ class FrameAnalysis:
     tracks: list[TrackView]
     events: list[TrafficEvent]
     occupancy: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Congestion and queues of this frame (``to_json`` is what /latest shows).
+    traffic: measures.MeasureStep | None = None
 
 
 class CameraAnalyzer:
@@ -83,10 +78,12 @@ class CameraAnalyzer:
     ) -> None:
         self.camera = camera
         self._class_names = list(class_names)
-        self.tracker = Tracker(tracker)
+        self.tracker = tracking.build(tracker)
         self.lines = [LineCounter(line) for line in camera.lines]
         self.regions = RegionOccupancy(camera.regions)
         self.counts = IntervalCounter(count_interval_s)
+        self.homography = calibration.of_camera(camera)
+        self.measures = measures.TrafficMeasures(camera, self.homography)
         self._pending: dict[int, list[LineCrossing]] = {}
 
     def class_name(self, class_id: int) -> str:
@@ -113,6 +110,7 @@ class CameraAnalyzer:
                 meters_per_pixel=self.camera.meters_per_pixel,
                 width_px=width_px,
                 height_px=height_px,
+                homography=self.homography,
             )
 
         def wall_at(t: float) -> float:
@@ -126,16 +124,17 @@ class CameraAnalyzer:
                 )
             )
             for held in self._pending.pop(track.track_id, []):
-                events.append(self._crossing_event(track, held, wall_at, speed_of(track)))
+                events.extend(self._crossing_events(track, held, wall_at, speed_of(track)))
 
         for track in step.active + step.tentative:
             point = geometry.bottom_centre(track.box)
             for counter in self.lines:
-                crossing = counter.observe(track.track_id, point, media_time)
+                band = CROSSING_BAND * float(track.box[3] - track.box[1])
+                crossing = counter.observe(track.track_id, point, media_time, band=band)
                 if crossing is None:
                     continue
                 if track.confirmed:
-                    events.append(self._crossing_event(track, crossing, wall_at, speed_of(track)))
+                    events.extend(self._crossing_events(track, crossing, wall_at, speed_of(track)))
                 else:
                     self._pending.setdefault(track.track_id, []).append(crossing)
 
@@ -155,8 +154,16 @@ class CameraAnalyzer:
             for tr in step.active
         ]
         occupancy = self.regions.count((geometry.bottom_centre(v.box), v.class_name) for v in views)
+        found = self.measures.observe(
+            [(v.track_id, v.class_name, v.box, v.speed_kmh) for v in views],
+            [(tr.track_id, self.class_name(tr.class_id), tr.last_time) for tr in step.removed],
+            media_time,
+            wall_at,
+        )
+        events.extend(found.events)
         for ev in events:
-            self.counts.add(ev.wall_time, (ev.kind, ev.line, ev.direction, ev.class_name))
+            if not ev.is_sample:
+                self.counts.add(ev.wall_time, self.counts.key_of(ev))
         return FrameAnalysis(
             camera=self.camera.name,
             seq=seq,
@@ -165,16 +172,18 @@ class CameraAnalyzer:
             tracks=views,
             events=events,
             occupancy=occupancy,
+            traffic=found,
         )
 
-    def _crossing_event(
+    def _crossing_events(
         self,
         track: Track,
         crossing: LineCrossing,
         wall_at: Callable[[float], float],
         speed_kmh: float | None,
-    ) -> TrafficEvent:
-        return TrafficEvent(
+    ) -> list[TrafficEvent]:
+        """The crossing, and a ``wrong_way`` event with it when it went against the lane."""
+        event = TrafficEvent(
             kind=CROSSING,
             track_id=track.track_id,
             class_name=self.class_name(track.class_id),
@@ -183,4 +192,8 @@ class CameraAnalyzer:
             line=crossing.line,
             direction=crossing.direction,
             speed_kmh=speed_kmh,
+            lane=crossing.lane,
+        )
+        return (
+            [event, dataclasses.replace(event, kind=WRONG_WAY)] if crossing.wrong_way else [event]
         )

@@ -11,10 +11,28 @@ from __future__ import annotations
 import collections
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-#: (kind, line, direction, class name); kind is "crossing" or "object".
-CountKey = tuple[str, str, str, str]
+#: (kind, line, lane, direction, region, destination, class name); kind is an event kind
+#: of :mod:`.events` (samples are not counted), unused parts are ''.
+CountKey = tuple[str, str, str, str, str, str, str]
+
+
+class _Keyed(Protocol):
+    @property
+    def kind(self) -> str: ...
+    @property
+    def line(self) -> str: ...
+    @property
+    def lane(self) -> str: ...
+    @property
+    def direction(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def destination(self) -> str: ...
+    @property
+    def class_name(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -36,6 +54,18 @@ class IntervalCounter:
 
     def bucket_of(self, wall_time: float) -> float:
         return math.floor(wall_time / self.interval_s) * self.interval_s
+
+    @staticmethod
+    def key_of(event: _Keyed) -> CountKey:
+        return (
+            event.kind,
+            event.line,
+            event.lane,
+            event.direction,
+            event.region,
+            event.destination,
+            event.class_name,
+        )
 
     def add(self, wall_time: float, key: CountKey, n: int = 1) -> None:
         start = self.bucket_of(wall_time)
@@ -60,7 +90,12 @@ class IntervalCounter:
 
 
 def _rows(counts: dict[CountKey, int]) -> list[dict[str, Any]]:
-    return [
-        {"kind": k, "line": line, "direction": d, "class": c, "count": n}
-        for (k, line, d, c), n in sorted(counts.items())
-    ]
+    out: list[dict[str, Any]] = []
+    for (kind, line, lane, direction, region, destination, c), n in sorted(counts.items()):
+        row: dict[str, Any] = {"kind": kind, "line": line, "direction": direction, "class": c}
+        for name, value in (("lane", lane), ("region", region), ("destination", destination)):
+            if value:
+                row[name] = value
+        row["count"] = n
+        out.append(row)
+    return out

@@ -12,6 +12,12 @@ details make the count exact rather than noisy:
 
 Direction: from the left-hand side to the right-hand side of start->end is ``in``
 (see :mod:`its_runtime.dataplane.analytics.geometry` for the sign convention).
+
+**Lanes and wrong way.** A line may be split into named lanes, each a stretch of the
+segment (fractions from start to end); a crossing carries the lane it passed through,
+found from the same intersection parameter that decides whether the move crossed the
+segment at all, so lane counts always add up to the line's count. A lane (or the whole
+line) may allow one direction; a crossing the other way is flagged ``wrong_way``.
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ class LineCrossing:
     media_time: float
     #: Fraction (0..1) between the two observations where the crossing happened.
     fraction: float
+    #: The lane crossed ('' for a line without lanes, or between lanes).
+    lane: str = ""
+    #: The crossing went against the lane's (or line's) allowed direction.
+    wrong_way: bool = False
 
 
 @dataclass
@@ -54,10 +64,16 @@ class LineCounter:
         self._hysteresis = hysteresis
         self._state: dict[int, _SideState] = {}
 
-    def observe(self, track_id: int, point: Point, t: float) -> LineCrossing | None:
-        """Record a track's position; returns the crossing if this move made one."""
+    def observe(
+        self, track_id: int, point: Point, t: float, *, band: float = 0.0
+    ) -> LineCrossing | None:
+        """Record a track's position; returns the crossing if this move made one.
+
+        ``band`` widens the hysteresis for this observation (the analyzer passes a
+        fraction of the box height: detector jitter scales with the box).
+        """
         distance = geometry.side(self.start, self.end, point)
-        if abs(distance) <= self._hysteresis:
+        if abs(distance) <= max(band, self._hysteresis):
             return None
         sign = 1 if distance > 0 else -1
         state = self._state.get(track_id)
@@ -70,15 +86,26 @@ class LineCounter:
             if u is not None and -1e-9 <= u <= 1.0 + 1e-9:
                 before = abs(geometry.side(self.start, self.end, state.point))
                 frac = before / (before + abs(distance))
+                direction = IN if state.sign < 0 else OUT
+                lane, allowed = self._lane_at(u)
                 crossing = LineCrossing(
                     line=self.line.name,
-                    direction=IN if state.sign < 0 else OUT,
+                    direction=direction,
                     track_id=track_id,
                     media_time=state.time + (t - state.time) * frac,
                     fraction=frac,
+                    lane=lane,
+                    wrong_way=allowed is not None and direction != allowed,
                 )
         self._state[track_id] = _SideState(sign, point, t)
         return crossing
+
+    def _lane_at(self, u: float) -> tuple[str, str | None]:
+        """The lane at fraction ``u`` along the line, and the direction allowed there."""
+        for lane in self.line.lanes:
+            if lane.start <= u <= lane.end:
+                return lane.name, lane.allowed_direction or self.line.allowed_direction
+        return "", self.line.allowed_direction
 
     def forget(self, track_id: int) -> None:
         self._state.pop(track_id, None)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from its_runtime.config import DEFAULT_TRACKER, TrackerKind
 from its_runtime.dataplane.analytics import geometry
 from its_runtime.dataplane.analytics.geometry import FloatArray
 from its_runtime.detections import Detections
@@ -73,6 +74,8 @@ class TrackerStep:
 
 @dataclass(frozen=True)
 class TrackerSettings:
+    #: Which tracker (see ``tracking.build``); the other fields configure all of them.
+    kind: TrackerKind = DEFAULT_TRACKER
     high_score: float = 0.5
     low_score: float = 0.1
     new_track_score: float = 0.6
@@ -82,6 +85,9 @@ class TrackerSettings:
     max_lost_s: float = 1.0
     tentative_lost_s: float = 0.3
     velocity_smoothing: float = 0.5
+    #: A newly confirmed track takes over a confirmed one lost less than this long ago
+    #: at its predicted place (``tracking.StableTracks``); 0 turns that off.
+    reidentify_s: float = 1.0
 
 
 class Tracker:

@@ -84,7 +84,7 @@ class CameraReader:
         self._open_timeout = open_timeout_s
         self._read_timeout = read_timeout_s
         self.backoff = backoff or Backoff()
-        self._is_file = source.is_file_url(camera.url)
+        self._is_file = camera.url is not None and source.is_file_url(camera.url)
         self._realtime = self._is_file if realtime is None else realtime
         self._loop_file = loop_file
         self._stop = threading.Event()
@@ -123,6 +123,9 @@ class CameraReader:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
+                if self.camera.url is None:  # urlEnv (from urlSecretRef) not set
+                    self._no_url()
+                    continue
                 try:
                     container, decision = decode.open_camera(
                         self.camera.url,
@@ -168,6 +171,13 @@ class CameraReader:
                     self._stop.wait(self.backoff.next_delay())
         finally:
             self._slot.close()
+
+    def _no_url(self) -> None:
+        error = f"no URL: environment variable {self.camera.url_env} is not set"
+        self.stats.on_open_failed(error)
+        delay = self.backoff.next_delay()
+        log.warning("camera %s: %s; retrying in %.1fs", self.camera.name, error, delay)
+        self._stop.wait(delay)
 
     def _decided(self, decision: DecodeDecision) -> None:
         """Record the connection's decode path; log it when it changed (once, not per

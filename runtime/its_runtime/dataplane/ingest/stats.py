@@ -4,8 +4,9 @@ The numbers feed ``/latest`` and readiness details (a human asks "is camera 3 li
 and how far behind is it?"); the reports go to an
 :class:`~its_runtime.observability.dataplane_stats.IngestObserver` (by default the
 Prometheus one, for dashboards and alerts). Updating both from one place keeps them
-from disagreeing. Counters are touched from the decode thread and from the event
-loop, hence the lock.
+from disagreeing. Error texts are redacted on the way in (:mod:`its_runtime.redaction`):
+FFmpeg's name the URL they failed on, credentials included. Counters are touched from
+the decode thread and from the event loop, hence the lock.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 import time
 from typing import Any
 
+from its_runtime import redaction
 from its_runtime.dataplane.ingest.decision import DecodeDecision
 from its_runtime.observability import dataplane_stats
 
@@ -95,7 +97,7 @@ class CameraStats:
         with self._lock:
             self.connected = False
             if error is not None:
-                self.last_error = error
+                self.last_error = redaction.redact(error)
         self._observer.stream_connected(self.camera, False)
 
     def on_decode(self, decision: DecodeDecision) -> bool:
@@ -109,7 +111,7 @@ class CameraStats:
 
     def on_open_failed(self, error: str) -> None:
         with self._lock:
-            self.last_error = error
+            self.last_error = redaction.redact(error)
 
     def on_decoded(self) -> None:
         now = time.monotonic()
@@ -150,7 +152,7 @@ class CameraStats:
         with self._lock:
             self.analysing = False
             self.analysis_errors += 1
-            self.last_analysis_error = error
+            self.last_analysis_error = redaction.redact(error)
         self._observer.camera_error(self.camera, reason)
 
     def on_analysis_resumed(self) -> None:

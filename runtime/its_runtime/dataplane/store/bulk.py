@@ -8,6 +8,8 @@ once in the pool's ``init``); a batch is COPYed there in binary and merged with
 per-interval aggregates are bumped in that transaction from the ``RETURNING`` rows of
 the merge, i.e. only from events that were really new: counts stay exact under
 replay. Aggregate rows are locked in key order to avoid deadlocks between replicas.
+Besides the count, each aggregate keeps the count, sum and maximum of the rows'
+``value`` (a sample's value, or a crossing's speed), so intervals have means and peaks.
 
 :func:`insert_rows_one_by_one` is the naive alternative, kept for the benchmark.
 """
@@ -16,8 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-import asyncpg
 
 from its_runtime.dataplane.store import rows, schema
 
@@ -32,17 +32,22 @@ WITH ins AS (
     INSERT INTO traffic_events ({_EVENT_COLS})
     SELECT {_EVENT_COLS} FROM {_EVENT_STAGE}
     ON CONFLICT (event_key) DO NOTHING
-    RETURNING camera, ts, kind, line, direction, class_name
+    RETURNING camera, ts, kind, line, direction, class_name, lane, region, destination,
+              coalesce(value, speed_kmh) AS v
 ), agg AS (
-    INSERT INTO interval_counts AS c (camera, bucket, kind, line, direction, class_name, n)
+    INSERT INTO interval_counts AS c
+        (camera, bucket, kind, line, direction, class_name, lane, region, destination,
+         n, valued, total, peak)
     SELECT camera,
            date_bin('{schema.BUCKET_SECONDS} seconds', ts, TIMESTAMPTZ '{schema.BUCKET_ORIGIN}'),
-           kind, line, direction, class_name, count(*)
+           kind, line, direction, class_name, lane, region, destination,
+           count(*), count(v), coalesce(sum(v), 0), max(v)
     FROM ins
-    GROUP BY 1, 2, 3, 4, 5, 6
-    ORDER BY 1, 2, 3, 4, 5, 6
-    ON CONFLICT (camera, bucket, kind, line, direction, class_name)
-    DO UPDATE SET n = c.n + EXCLUDED.n
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+    ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+    ON CONFLICT (camera, bucket, kind, line, direction, class_name, lane, region, destination)
+    DO UPDATE SET n = c.n + EXCLUDED.n, valued = c.valued + EXCLUDED.valued,
+                  total = c.total + EXCLUDED.total, peak = greatest(c.peak, EXCLUDED.peak)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM ins)
@@ -103,11 +108,3 @@ async def insert_rows_one_by_one(conn: Any, batch: rows.RowBatch) -> int:
     for row in rows.copy_records(batch.detections):
         await conn.execute(sql, *row)
     return len(batch.detections)
-
-
-def is_bad_data(exc: BaseException) -> bool:
-    """True for errors that retrying cannot fix: invalid data or constraint violations."""
-    if isinstance(exc, asyncpg.PostgresError):
-        state = getattr(exc, "sqlstate", "") or ""
-        return state.startswith(("22", "23"))
-    return False

@@ -8,7 +8,9 @@
   that stops answering without closing the socket still cannot hang a writer.
 * Migrations run on a dedicated connection before the pool exists, so every pooled
   connection can prepare its COPY staging tables in ``init``.
-* Health is a flag the writer flips on failure; a recovery loop (the writer's) calls
+* Health is a flag the writer flips on an outage (:mod:`.classify`); its error text
+  has credentials removed (:mod:`its_runtime.redaction`), since it is shown in
+  ``/ready``; a recovery loop (the writer's) calls
   :meth:`Database.ensure` with backoff. The pool reconnects dead connections by
   itself on acquire, so after a server restart no new pool is needed.
 * Health, acquire times and pool sizes are reported to a
@@ -27,6 +29,7 @@ from typing import Any
 
 import asyncpg
 
+from its_runtime import redaction
 from its_runtime.config import DatabaseConfig
 from its_runtime.dataplane.store import bulk, migrations
 from its_runtime.observability import dataplane_stats
@@ -34,7 +37,7 @@ from its_runtime.observability import dataplane_stats
 log = logging.getLogger(__name__)
 
 
-class DatabaseUnavailableError(RuntimeError):
+class DatabaseUnavailableError(ConnectionError):
     """No pool yet, or the database could not be reached."""
 
 
@@ -49,6 +52,7 @@ class Database:
     ) -> None:
         self.observer = observer or dataplane_stats.PROMETHEUS.store
         self.dsn = dsn
+        redaction.remember(dsn)  # its password never reaches a log line or /ready
         self.config = config
         self.application_name = application_name
         self._pool: asyncpg.Pool | None = None
@@ -139,7 +143,7 @@ class Database:
         self.report_pool()
 
     def mark_down(self, exc: BaseException) -> None:
-        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        self.last_error = redaction.redact(f"{type(exc).__name__}: {exc}")[:300]
         if self.up or self.down_since is None:
             self.down_since = time.time()
             log.warning("database unavailable: %s", self.last_error)

@@ -14,7 +14,9 @@ Shape and guarantees:
   appends are fsynced. A torn tail (power cut mid-write) or a damaged record costs
   only its own rows (counted; the scan resumes at the next intact record), never the
   rest. The journal is found again at start, so rows spooled before a restart are
-  replayed after it.
+  replayed after it. An append that fails (disk full: ``ENOSPC``, ``EFBIG``) raises
+  ``OSError`` after cutting its partial bytes off again, so the segment stays intact
+  and later appends still work once there is room; the writer counts those rows.
 * **One owner.** An exclusive ``flock`` on the directory's lock file stops two
   processes from replaying (or deleting) each other's segments. After taking it, the
   owner checks that the lock file it locked is still the one at that path (an adopter
@@ -218,11 +220,15 @@ class Journal:
             dropped_rows += victim.rows
             dropped_records += victim.records
             self._delete(victim)
-        with open(active.path, "ab") as f:
-            f.write(record)
-            f.flush()
-            if self._fsync:
-                os.fsync(f.fileno())
+        try:
+            with open(active.path, "ab") as f:
+                f.write(record)
+                f.flush()
+                if self._fsync:
+                    os.fsync(f.fileno())
+        except OSError:
+            self._cut_back(active)
+            raise
         active.size += len(record)
         active.rows += rows
         active.records += 1
@@ -231,6 +237,13 @@ class Journal:
                 "journal full (%d bytes): dropped the oldest %d rows", self.max_bytes, dropped_rows
             )
         return Dropped(dropped_rows, dropped_records)
+
+    def _cut_back(self, segment: Segment) -> None:
+        """After a failed append (disk full): drop its partial bytes, keep the segment."""
+        try:
+            os.truncate(segment.path, segment.size)
+        except OSError as exc:  # the torn tail is then skipped (and counted) on replay
+            log.warning("cannot cut the failed append off %s: %s", segment.path, exc)
 
     def _active(self) -> Segment:
         if self._segments and self._segments[-1].seq > self._sealed_through:

@@ -28,7 +28,7 @@ from its_runtime.dataplane.store import keys
 
 
 class EventRow(NamedTuple):
-    """One ``traffic_events`` row: a line crossing or a new object."""
+    """One ``traffic_events`` row: an event or a sample of :mod:`..analytics.events`."""
 
     event_key: uuid.UUID
     camera: str
@@ -43,6 +43,12 @@ class EventRow(NamedTuple):
     frame_seq: int
     #: The runtime pod that analysed the frame (its POD_NAME); '' before migration 3.
     replica: str
+    #: Migration 4: the lane of a crossing; the region (origin) and destination of a
+    #: stop, queue or turning movement; a sample's value. ''/None before it.
+    lane: str = ""
+    region: str = ""
+    destination: str = ""
+    value: float | None = None
 
     @classmethod
     def new(
@@ -59,6 +65,10 @@ class EventRow(NamedTuple):
         speed_kmh: float | None,
         frame_seq: int,
         replica: str = "",
+        lane: str = "",
+        region: str = "",
+        destination: str = "",
+        value: float | None = None,
     ) -> EventRow:
         """A row with a fresh idempotency key (time-prefixed by ``ts``)."""
         return cls(
@@ -74,11 +84,16 @@ class EventRow(NamedTuple):
             speed_kmh=speed_kmh,
             frame_seq=frame_seq,
             replica=replica,
+            lane=lane,
+            region=region,
+            destination=destination,
+            value=value,
         )
 
     @classmethod
     def from_journal(cls, r: Sequence[Any]) -> EventRow:
-        # Records journalled before the replica column have 11 fields.
+        # Records journalled before the replica column have 11 fields, before
+        # migration 4's columns 12.
         return cls(
             event_key=uuid.UUID(hex=r[0]),
             camera=str(r[1]),
@@ -92,6 +107,10 @@ class EventRow(NamedTuple):
             speed_kmh=None if r[9] is None else float(r[9]),
             frame_seq=int(r[10]),
             replica=str(r[11]) if len(r) > 11 else "",
+            lane=str(r[12]) if len(r) > 12 else "",
+            region=str(r[13]) if len(r) > 13 else "",
+            destination=str(r[14]) if len(r) > 14 else "",
+            value=None if len(r) <= 15 or r[15] is None else float(r[15]),
         )
 
     def as_copy_tuple(self) -> tuple[Any, ...]:

@@ -17,6 +17,13 @@ Design of the tables:
   duplicate never counts twice.
 * ``replica`` (migration 3) on events and detections: the runtime pod that analysed
   the frame, so a count can be traced to the replica that held the camera then.
+* Traffic measures (migration 4): events gain the kinds ``wrong_way``,
+  ``stopped_vehicle``, ``od`` (turning movement) and the once-a-second samples
+  ``queue``, ``queue_m`` and ``congestion``, and the columns ``lane``, ``region``,
+  ``destination`` and ``value``. The aggregates are keyed by those too and also keep
+  ``valued`` (rows with a value or speed), ``total`` (their sum) and ``peak`` (their
+  maximum), so an interval answers mean queue length, mean crossing speed and
+  seconds spent at each congestion level from the same table.
 """
 
 from __future__ import annotations
@@ -101,6 +108,31 @@ MIGRATIONS: tuple[Migration, ...] = (
         """
         ALTER TABLE traffic_events ADD COLUMN replica text NOT NULL DEFAULT '';
         ALTER TABLE detections ADD COLUMN replica text NOT NULL DEFAULT '';
+        """,
+    ),
+    Migration(
+        4,
+        "traffic measures: lanes, wrong way, stops, queues, movements, congestion",
+        """
+        ALTER TABLE traffic_events DROP CONSTRAINT traffic_events_kind_check;
+        ALTER TABLE traffic_events ADD CONSTRAINT traffic_events_kind_check CHECK (kind IN (
+            'crossing', 'object', 'wrong_way', 'stopped_vehicle', 'od',
+            'queue', 'queue_m', 'congestion'));
+        ALTER TABLE traffic_events
+            ADD COLUMN lane        text NOT NULL DEFAULT '',
+            ADD COLUMN region      text NOT NULL DEFAULT '',
+            ADD COLUMN destination text NOT NULL DEFAULT '',
+            ADD COLUMN value       real;
+        ALTER TABLE interval_counts
+            ADD COLUMN lane        text NOT NULL DEFAULT '',
+            ADD COLUMN region      text NOT NULL DEFAULT '',
+            ADD COLUMN destination text NOT NULL DEFAULT '',
+            ADD COLUMN valued      bigint NOT NULL DEFAULT 0,
+            ADD COLUMN total       double precision NOT NULL DEFAULT 0,
+            ADD COLUMN peak        real;
+        ALTER TABLE interval_counts DROP CONSTRAINT interval_counts_pkey;
+        ALTER TABLE interval_counts ADD PRIMARY KEY
+            (camera, bucket, kind, line, direction, class_name, lane, region, destination);
         """,
     ),
 )

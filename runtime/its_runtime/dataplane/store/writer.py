@@ -13,9 +13,20 @@ never used concurrently and rows leave in a predictable order. Its loop:
 ``submit`` never blocks the pipeline. Memory is bounded too: past
 ``max_pending_rows`` the oldest pending rows go to the journal on the next loop turn
 (and past twice that, while a write hangs, the oldest are dropped and counted).
-Rows the database rejects as invalid data are dropped and counted, never retried
-forever. Every row is thus written, journalled, or counted as dropped. What happened
-is kept as numbers (``details()``) and reported to the database's
+**Failures are classified, never fatal** (:mod:`.classify`, :mod:`.delivery`). An
+outage journals the batch; rows the database refuses as bad data are isolated by
+splitting the batch and go to the dead letters (:mod:`.deadletter`), so the good
+rows of a batch always land and a bad batch (a journalled one too) is never replayed
+forever. A journal that cannot be written (disk full) costs the rows that could not
+be spooled, counted as dropped (``journal_unwritable``), not the writer. Every row is
+thus written, journalled, dead-lettered or counted as dropped.
+
+**Supervised.** Each step of a turn is guarded: an unexpected error is logged with its
+traceback, counted (``its_row_writer_errors_total{reason}``), shown, and the loop goes
+on after a backoff; should the task still end unexpectedly it is restarted.
+:meth:`RowWriter.health` is the ``database`` entry of ``/ready``: ``failing: <cause>``
+while rows are being lost or the writer is failing, ``degraded`` while journalling.
+What happened is kept as numbers (``details()``) and reported to the database's
 :class:`~its_runtime.observability.dataplane_stats.StoreObserver`.
 
 **Orphaned journals.** The journal lives in ``<root>/<pod>/`` of a volume all replicas
@@ -41,14 +52,18 @@ import logging
 import time
 from typing import Any
 
+from its_runtime import health
 from its_runtime.config import DatabaseConfig
 from its_runtime.dataplane.ingest.backoff import Backoff
-from its_runtime.dataplane.store import bulk
+from its_runtime.dataplane.store import classify
 from its_runtime.dataplane.store.adoption import Adoption
 from its_runtime.dataplane.store.database import Database
+from its_runtime.dataplane.store.deadletter import DeadLetters
+from its_runtime.dataplane.store.delivery import Delivery
 from its_runtime.dataplane.store.journal import Journal
 from its_runtime.dataplane.store.replay import JournalReplay
 from its_runtime.dataplane.store.rows import FrameRows, RowBatch
+from its_runtime.dataplane.store.supervision import Recovery, Supervisor, WriterState, verdict
 from its_runtime.observability import dataplane_stats
 
 log = logging.getLogger(__name__)
@@ -65,6 +80,7 @@ class RowWriter:
         recovery_backoff: Backoff | None = None,
         observer: dataplane_stats.StoreObserver | None = None,
         orphans: Adoption | None = None,
+        dead_letters: DeadLetters | None = None,
     ) -> None:
         self._observer = observer or database.observer
         self.orphans = orphans
@@ -77,10 +93,14 @@ class RowWriter:
         self._oldest_at: float | None = None
         self._wake = asyncio.Event()
         self._io = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-        self._recovery: asyncio.Task[None] | None = None
-        self._backoff = recovery_backoff or Backoff(initial_s=0.5, max_s=5.0)
+        self._recovery = Recovery(
+            database, recovery_backoff or Backoff(initial_s=0.5, max_s=5.0), self._wake.set
+        )
         self._closing = False
+        self.supervisor = Supervisor(self._run, self._observer)
+        self._replay_after = 0.0  # monotonic time before which replay is not retried
+        #: The journal's last write error (cleared by a successful spool).
+        self.journal_error: str | None = None
         # What happened to rows, for tests, /ready details and the benchmark.
         self.rows_written = 0
         self.rows_duplicate = 0
@@ -88,6 +108,12 @@ class RowWriter:
         self.rows_dropped: dict[str, int] = {}
         self.rows_rejected = 0
         self.recent_lags: collections.deque[float] = collections.deque(maxlen=10_000)
+        self.delivery = Delivery(
+            database,
+            dead_letters or DeadLetters.beside(journal.directory),
+            self._observer,
+            self._count_dropped,
+        )
         self.replay = JournalReplay(
             functools.partial(self._write, replay=True), self._observer, self._count_dropped
         )
@@ -123,27 +149,16 @@ class RowWriter:
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._task is not None:
-            raise RuntimeError("writer already started")
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="its-row-writer")
+        self.supervisor.start()
         if not self.database.up:
-            self._start_recovery()
+            self._recovery.start()
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Write (or journal) everything pending, then stop."""
         self._closing = True
         self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-        if self._recovery is not None:
-            self._recovery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._recovery
+        await self.supervisor.stop(timeout_s)
+        await self._recovery.stop()
         async with self._io:
             await self._spool(self._take(everything=True))
             if self.orphans is not None:
@@ -167,27 +182,27 @@ class RowWriter:
             await asyncio.sleep(0.05)
         return False
 
+    def health(self) -> health.DependencyHealth:
+        """The ``database`` entry of ``/ready`` (:func:`.supervision.verdict`)."""
+        return verdict(_state(self))
+
     def details(self) -> dict[str, Any]:
-        return {
-            "pending_rows": self._pending_rows,
-            "journal_rows": self.journal.rows,
-            "journal_bytes": self.journal.size_bytes,
-            "rows_written": self.rows_written,
-            "rows_spooled": self.rows_spooled,
-            "rows_replayed": self.rows_replayed,
-            "adopted_journals": 0 if self.orphans is None else self.orphans.journals_adopted,
-            "adopted_rows_replayed": self.replay.rows_adopted,
-            "rows_dropped": dict(self.rows_dropped),
-            "rows_rejected": self.rows_rejected,
-        }
+        return _details(self)
 
     # -- the loop -------------------------------------------------------------------
 
     async def _run(self) -> None:
         while True:
-            await self._wait_until_due()
-            async with self._io:
-                await self._turn()
+            try:
+                await self._wait_until_due()
+                async with self._io:
+                    clean = await self._turn()
+            except Exception as exc:  # a bug: log, show, back off, go on
+                self.supervisor.failed("the writer loop", exc)
+                await self.supervisor.pause()
+                continue
+            if clean and self.supervisor.failure is not None:
+                self.supervisor.recovered()
             if self._closing and not self._pending:
                 return
 
@@ -202,24 +217,35 @@ class RowWriter:
                 wait = self.config.flush_interval_s - age
             else:
                 wait = self.config.flush_interval_s
-            if self.database.up and (
-                not self.journal.empty or (self.orphans is not None and self.orphans.due())
+            if (
+                self.database.up
+                and time.monotonic() >= self._replay_after
+                and (not self.journal.empty or (self.orphans is not None and self.orphans.due()))
             ):
                 return  # replay (or an orphan scan) is due
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 
-    async def _turn(self) -> None:
+    async def _turn(self) -> bool:
+        """One turn; False when its replay step failed (logged, retried after a backoff)."""
         if self._pending_rows > self.max_pending_rows:
             await self._spool(self._take(everything=True))
-        if self.database.up and not self.journal.empty:
-            await self.replay.segment(self.journal)
-            self._publish_journal_state()
-        elif self.database.up and self.orphans is not None:
-            await self.replay.orphan(self.orphans)
+        clean = True
+        if self.database.up and time.monotonic() >= self._replay_after:
+            try:
+                if not self.journal.empty:
+                    await self.replay.segment(self.journal)
+                    self._publish_journal_state()
+                elif self.orphans is not None:
+                    await self.replay.orphan(self.orphans)
+            except Exception as exc:  # the live rows below must not wait on it
+                self.supervisor.failed("journal replay", exc)
+                self._replay_after = time.monotonic() + self.supervisor.backoff.next_delay()
+                clean = False
         if self._pending:
             await self._write_or_spool(self._take(everything=False))
+        return clean
 
     def _take(self, *, everything: bool) -> RowBatch:
         batch = RowBatch()
@@ -239,28 +265,19 @@ class RowWriter:
             await self._spool(batch)
 
     async def _write(self, batch: RowBatch, *, replay: bool) -> bool:
-        """True when the batch is in the database (or was rejected as bad data)."""
+        """True when the batch is in the database (its bad rows in the dead letters)."""
         start = time.perf_counter()
-        try:
-            async with self.database.acquire() as conn:
-                result = await bulk.write_batch(conn, batch)
-        except Exception as exc:
-            if bulk.is_bad_data(exc):
-                log.error("database rejected %d rows as invalid: %s", len(batch), exc)
-                self._observer.write_failed("rejected")
-                self._observer.rows_rejected(len(batch))
-                self.rows_rejected += len(batch)
-                return True
-            self._observer.write_failed("unavailable")
-            self.database.mark_down(exc)
-            self._start_recovery()
+        result = await self.delivery.write(batch)
+        if result is None:  # an outage: the caller journals the batch (or keeps it)
+            self._recovery.start()
             return False
         self._observer.batch_written(time.perf_counter() - start)
         self._observer.rows_written("traffic_events", result.events)
         self._observer.rows_written("detections", result.detections)
         new = result.events + result.detections
         self.rows_written += new
-        self.rows_duplicate += len(batch) - new
+        self.rows_rejected += result.dead_lettered
+        self.rows_duplicate += len(batch) - new - result.dead_lettered
         now = time.time()
         for decoded_at in batch.decoded_at:
             lag = now - decoded_at
@@ -270,10 +287,21 @@ class RowWriter:
         return True
 
     async def _spool(self, batch: RowBatch) -> None:
+        """Journal the batch; rows that cannot be (disk full) are counted as lost."""
         if not len(batch):
             return
-        payload = batch.encode()
-        dropped = await asyncio.to_thread(self.journal.append, payload, len(batch))
+        try:
+            payload = batch.encode()
+            dropped = await asyncio.to_thread(self.journal.append, payload, len(batch))
+        except Exception as exc:
+            if self.journal_error is None:
+                log.error("the journal cannot be written, rows are lost: %s", exc)
+            self.journal_error = classify.describe(exc)
+            self._count_dropped("journal_unwritable", len(batch))
+            return
+        if self.journal_error is not None:
+            log.info("the journal can be written again")
+            self.journal_error = None
         self.rows_spooled += len(batch)
         self._observer.rows_spooled(len(batch))
         if dropped.rows:
@@ -288,19 +316,38 @@ class RowWriter:
     def _publish_journal_state(self) -> None:
         self._observer.journal_size(self.journal.size_bytes, self.journal.rows)
 
-    # -- recovery -------------------------------------------------------------------
 
-    def _start_recovery(self) -> None:
-        if self._recovery is not None and not self._recovery.done():
-            return
-        self._recovery = asyncio.get_running_loop().create_task(
-            self._recover(), name="its-db-recovery"
-        )
+def _state(w: RowWriter) -> WriterState:
+    return WriterState(
+        stopped=w.supervisor.stopped_unasked,
+        failure=w.supervisor.failure,
+        database_up=w.database.up,
+        database_error=w.database.last_error,
+        journal_error=w.journal_error,
+        journal_rows=w.journal.rows,
+        rows_lost=w.rows_dropped.get("journal_unwritable", 0),
+        dead_lettered=sum(w.delivery.dead_lettered.values()),
+        dead_letters=str(w.delivery.dead_letters.path),
+    )
 
-    async def _recover(self) -> None:
-        self._backoff.reset()
-        while True:
-            if await self.database.ensure():
-                break
-            await asyncio.sleep(self._backoff.next_delay())
-        self._wake.set()
+
+def _details(w: RowWriter) -> dict[str, Any]:
+    return {
+        "pending_rows": w.pending_rows,
+        "journal_rows": w.journal.rows,
+        "journal_bytes": w.journal.size_bytes,
+        "rows_written": w.rows_written,
+        "rows_spooled": w.rows_spooled,
+        "rows_replayed": w.rows_replayed,
+        "adopted_journals": 0 if w.orphans is None else w.orphans.journals_adopted,
+        "adopted_rows_replayed": w.replay.rows_adopted,
+        "rows_dropped": dict(w.rows_dropped),
+        "rows_rejected": w.rows_rejected,
+        "rows_dead_lettered": {
+            f"{table}/{reason}": n for (table, reason), n in w.delivery.dead_lettered.items()
+        },
+        "dead_letters": str(w.delivery.dead_letters.path),
+        "failure": w.supervisor.failure,
+        "journal_error": w.journal_error,
+        "restarts": w.supervisor.restarts,
+    }

@@ -18,6 +18,7 @@ import base64
 import binascii
 import dataclasses
 import io
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -131,12 +132,7 @@ def _decode_one(decoder: FrameDecoder, payload: Payload, where: str, gpu_tried: 
             raise problems.bad_image(f"{where}image could not be decoded: {exc}") from None
     else:
         if payload.kind == "npy":
-            try:
-                arr = np.load(io.BytesIO(payload.data), allow_pickle=False)
-            except (ValueError, OSError, EOFError) as exc:
-                raise problems.bad_request(
-                    f"{where}body is not a valid .npy array: {exc}"
-                ) from None
+            arr = _load_npy(payload.data, where)
         else:
             arr = _json_array(payload.data, where)
         try:
@@ -145,6 +141,32 @@ def _decode_one(decoder: FrameDecoder, payload: Payload, where: str, gpu_tried: 
             raise problems.bad_shape(f"{where}array: {exc}") from None
     metrics.DECODE_TIME.labels(payload.kind).observe(time.monotonic() - start)
     return frame
+
+
+def _load_npy(data: bytes, where: str) -> np.ndarray[Any, Any]:
+    """A ``.npy`` body as an array, its header checked against the body first.
+
+    ``np.load`` allocates what the header declares before reading: a 100-byte body
+    declaring 7 TiB is a MemoryError, one declaring gigabytes reserves them. A body
+    carrying less data than its header declares is refused before any allocation.
+    """
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        declared = math.prod(shape) * dtype.itemsize
+        carried = len(data) - stream.tell()
+        if declared > carried:
+            raise ValueError(f"its header declares {declared} bytes, the body carries {carried}")
+        arr: np.ndarray[Any, Any] = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError, MemoryError) as exc:
+        raise problems.bad_request(
+            f"{where}body is not a valid .npy array: {str(exc)[:200]}"
+        ) from None
+    return arr
 
 
 def _json_array(data: Any, where: str) -> np.ndarray[Any, Any]:
@@ -164,10 +186,7 @@ def _json_array(data: Any, where: str) -> np.ndarray[Any, Any]:
 
 def split_npy(decoder: FrameDecoder, body: bytes, max_frames: int) -> list[Decoded]:
     """An (N, C, H, W) ``.npy`` body as N frames. Runs in the decode pool."""
-    try:
-        arr = np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise problems.bad_request(f"body is not a valid .npy array: {exc}") from None
+    arr = _load_npy(body, "")
     if arr.ndim != 4:
         raise problems.bad_shape(
             f"array: the batch form needs an (N, C, H, W) array, got shape {list(arr.shape)}"

@@ -21,17 +21,21 @@ to the image the client sent, so boxes are normalised coordinates of that image.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import json
+import math
 import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
+import aiohttp
 import torch
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from its_runtime import problems
 from its_runtime.letterbox import Fit
@@ -96,13 +100,17 @@ def _parse_meta(
 def _parse_timestamp(raw: Any, where: str) -> float:
     if raw is None:
         return time.time()
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        return float(raw)
-    if isinstance(raw, str):
-        try:
-            return float(raw)
-        except ValueError:
-            pass
+    number: float | None = None
+    try:
+        if (isinstance(raw, int | float) and not isinstance(raw, bool)) or isinstance(raw, str):
+            number = float(raw)
+    except (ValueError, OverflowError):
+        pass
+    if number is not None:
+        # NaN or an infinity would be echoed back and is no time (nor JSON).
+        if math.isfinite(number):
+            return number
+    elif isinstance(raw, str):
         try:
             parsed = datetime.datetime.fromisoformat(raw)
         except ValueError:
@@ -110,7 +118,8 @@ def _parse_timestamp(raw: Any, where: str) -> float:
         else:
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=datetime.UTC)
-            return parsed.timestamp()
+            with contextlib.suppress(OverflowError, ValueError):  # past year 1 or 9999
+                return parsed.timestamp()
     raise problems.bad_request(
         f"{where}timestamp must be Unix seconds or an ISO 8601 time, got {str(raw)[:64]!r}"
     )
@@ -124,15 +133,17 @@ def _parse_number(
     try:
         if isinstance(raw, bool):
             raise ValueError
-        value = int(raw) if integer else float(raw)
+        value = float(int(raw) if integer else float(raw))
     except (TypeError, ValueError):
         kind = "an integer" if integer else "a number"
         raise problems.bad_request(f"{field} must be {kind}, got {str(raw)[:64]!r}") from None
+    except OverflowError:  # int(inf), or an integer too large for a float
+        raise problems.bad_request(f"{field} must be finite, got {str(raw)[:64]!r}") from None
     if positive and not value > 0:
         raise problems.bad_request(f"{field} must be positive, got {value}")
-    if not np.isfinite(value):
+    if not math.isfinite(value):
         raise problems.bad_request(f"{field} must be finite")
-    return float(value)
+    return value
 
 
 async def _read_body(request: web.Request, services: Services) -> bytes:
@@ -145,6 +156,10 @@ async def _read_body(request: web.Request, services: Services) -> bytes:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise problems.too_large(f"request body exceeds the limit of {limit} bytes") from None
+    except (RequestPayloadError, aiohttp.ClientPayloadError, HttpProcessingError) as exc:
+        # A body that does not match its Content-Encoding (or ends early) is the
+        # client's error, not the server's.
+        raise problems.bad_request(f"request body could not be read: {exc}") from None
     if not body:
         raise problems.bad_request("request body is empty; send an image, a .npy array or JSON")
     return body
@@ -153,8 +168,10 @@ async def _read_body(request: web.Request, services: Services) -> bytes:
 def _parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise problems.bad_request(f"body is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        # JSONDecodeError and UnicodeDecodeError are ValueErrors, and so is an integer
+        # of over 4300 digits; nesting deeper than the stack is a RecursionError.
+        raise problems.bad_request(f"body is not valid JSON: {str(exc)[:200]}") from None
 
 
 def _frame_result(services: Services, meta: FrameMeta, det: Any, fit: Fit) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from its_runtime import health
+from its_runtime import health, redaction
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,10 @@ class Readiness:
         deps: dict[str, Any] = {}
         for name, result in zip(names, results, strict=True):
             required = self._deps[name].required
-            deps[name] = {"healthy": result.healthy, "required": required, "detail": result.detail}
+            detail = redaction.redact_optional(result.detail)  # errors may quote a URL
+            deps[name] = {"healthy": result.healthy, "required": required, "detail": detail}
             if required and not result.healthy:
-                reasons.append(f"dependency {name} unhealthy: {result.detail or 'check failed'}")
+                reasons.append(f"dependency {name} unhealthy: {detail or 'check failed'}")
         details = {
             "warmed_up": self.warmed_up,
             "draining": self.draining,
