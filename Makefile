@@ -12,7 +12,7 @@ CHECK_MARKERS := not cluster and not services and not slow and not gpu
 
 .PHONY: help deps build-control-plane dev-cluster dev-cluster-down dev-cluster-reset \
         services services-down demo-down crds crds-check lint typecheck imports pytest test demo check \
-        bench-serving bench-operator bench-data-plane bench-scale-out bench-cameras clean
+        bench-serving bench-operator bench-data-plane bench-scale-out bench-cameras bench-accuracy clean
 
 help:
 	@echo "make demo              the main job: cluster, services, operator, a pipeline, live runtime"
@@ -96,6 +96,9 @@ bench-scale-out:
 bench-cameras:
 	$(PYTHON) benchmarks/cameras.py
 
+bench-accuracy:
+	$(PYTHON) benchmarks/accuracy.py
+
 clean:
 	-$(DEVENV) cluster down
 	-$(DEVENV) services down
@@ -105,6 +108,7 @@ clean:
 dev-cluster dev-cluster-down dev-cluster-reset services services-down crds crds-check \
 lint typecheck imports pytest check demo-down bench-serving bench-operator bench-data-plane bench-scale-out \
 bench-cameras: | $(PYTHON)
+bench-accuracy: | $(PYTHON)
 
 $(PYTHON):
 	ITS_VENV=$(VENV) bash devenv/install-deps.sh

@@ -23,13 +23,15 @@ command -v ffmpeg >/dev/null || need+=(ffmpeg)
 "${ITS_BASE_PYTHON:-python3}" -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v go >/dev/null || need+=(golang-go)
 command -v g++ >/dev/null || need+=(g++)
+# promtool and a private Prometheus check the monitoring overlay's rules and queries.
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "[install-deps] apt-get install ${need[*]}" >&2
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   # Debian starts the packaged servers; this project runs its own on other ports.
-  for svc in postgresql redis-server; do ($SUDO service "$svc" stop >/dev/null 2>&1 || true); done
+  for svc in postgresql redis-server prometheus; do ($SUDO service "$svc" stop >/dev/null 2>&1 || true); done
 fi
 
 # Python packages go into the project's own virtual environment (.venv), never into the
@@ -73,3 +75,5 @@ fi
 bash devenv/its_devenv/build-control-plane.sh all
 # kstatus (Flux's status library) as a tiny Go tool the status tests run; cached likewise.
 "$PY" -m its_devenv.kstatus build >/dev/null
+# The Prometheus Operator's and KEDA's real CRDs (pinned Go modules) the overlay dry runs use.
+"$PY" -m its_devenv.third_party_crds >/dev/null

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import pathlib
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -134,7 +134,7 @@ class BatchingConfig(WireModel):
     opt_batch_size: int = Field(
         4, ge=1, le=256, description="Batch size the engine is tuned for (TensorRT opt shape)."
     )
-    preferred_batch_sizes: list[int] = Field(
+    preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=list,
         max_length=16,
         description="Batch sizes the batcher prefers to form (Triton semantics).",
@@ -175,11 +175,16 @@ class ModelConfig(WireModel):
         ModelFormat.EXPORTED_PROGRAM,
         description="ExportedProgram (torch.export .pt2), TorchScript, or AOTInductorPackage.",
     )
-    input_shape: list[int] = Field(
+    input_shape: list[Annotated[int, Field(ge=1, le=8192)]] = Field(
         default_factory=lambda: [3, 320, 320],
         min_length=3,
         max_length=3,
         description="Per-frame input shape [channels, height, width]; checked at load.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self[0] == 1 || self[0] == 3", "inputShape[0] (channels) must be 1 or 3")
+            ]
+        },
     )
     precision: Precision = Field(
         Precision.FP16, description="Engine precision: fp32, fp16 or int8."

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import pathlib
 import re
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,20 +16,14 @@ import yaml
 
 from its_devenv import cluster as devcluster
 from its_devenv import localrun, procs
+from its_devenv import third_party_crds as third_party_crds_mod
 from tests.deploy import argocd
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 MANIFESTS = localrun.REPO_ROOT / "manifests"
 KUSTOMIZATIONS = sorted(p.parent for p in MANIFESTS.rglob("kustomization.yaml"))
-#: Third-party kinds the monitoring overlay uses. Their real CRDs cannot be fetched
-#: here, so the dry run installs schemaless stand-ins (removed afterwards): it checks
-#: names, namespaces and API groups, not the third-party schemas.
-THIRD_PARTY = [
-    ("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors"),
-    ("monitoring.coreos.com", "v1", "PrometheusRule", "prometheusrules"),
-    ("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects"),
-]
+MONITORING = MANIFESTS / "overlays" / "monitoring"
 
 
 @pytest.fixture(scope="module")
@@ -192,16 +187,19 @@ def test_rbac_rules_have_no_wildcards_and_each_says_why() -> None:
 
 @pytest.fixture(scope="module")
 def third_party_crds(installed: devcluster.Cluster) -> Iterator[None]:
+    """The Prometheus Operator's and KEDA's real CRDs (pinned versions), so the dry runs
+    check the overlay against their schemas; removed afterwards if this installed them.
+    Applied even over an existing one (e.g. another test's schemaless stand-in)."""
     c = installed
     added = []
-    for group, version, kind, plural in THIRD_PARTY:
-        name = f"{plural}.{group}"
-        if c.kubectl("get", "crd", name, check=False).returncode == 0:
-            continue
-        crd = devcluster.schemaless_crd(group, version, kind, plural)
-        c.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(crd))
+    for path in third_party_crds_mod.ensure():
+        name = yaml.safe_load(path.read_text())["metadata"]["name"]
+        present = c.kubectl("get", "crd", name, check=False).returncode == 0
+        # Too large for client-side apply's last-applied annotation.
+        c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
         c.kubectl("wait", "--for=condition=Established", f"crd/{name}")
-        added.append(name)
+        if not present:
+            added.append(name)
     yield
     for name in added:
         c.kubectl("delete", "crd", name, "--wait=true")
@@ -216,20 +214,74 @@ def test_every_manifest_passes_server_side_dry_run(
     installed: devcluster.Cluster, third_party_crds: None, kustomization: pathlib.Path
 ) -> None:
     c = installed
-    # Namespaced objects of a dry run need their namespace to exist for real.
     docs = localrun.kustomize(kustomization, c)
+    proc = _dry_run(c, docs)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("(server dry run)") == len(docs)
+
+
+def _dry_run(c: devcluster.Cluster, docs: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+    # Namespaced objects of a dry run need their namespace to exist for real.
     for ns in {d["metadata"].get("namespace") for d in docs} - {None}:
         if c.kubectl("get", "namespace", ns, check=False).returncode != 0:
             c.kubectl("create", "namespace", ns)
-    proc = c.kubectl(
+    return c.kubectl(
         "apply",
         "--server-side",
         "--force-conflicts",
         "--dry-run=server",
+        "--validate=strict",
         "-f",
         "-",
         input=yaml.safe_dump_all(docs),
         check=False,
     )
+
+
+THIRD_PARTY_KINDS = ("ServiceMonitor", "PrometheusRule", "ScaledObject")
+
+
+def _third_party_docs(c: devcluster.Cluster) -> dict[str, dict[str, Any]]:
+    docs = {
+        d["kind"]: d for d in localrun.kustomize(MONITORING, c) if d["kind"] in THIRD_PARTY_KINDS
+    }
+    assert set(docs) == set(THIRD_PARTY_KINDS)
+    return docs
+
+
+def test_the_overlay_passes_the_real_third_party_schemas(
+    installed: devcluster.Cluster, third_party_crds: None
+) -> None:
+    docs = _third_party_docs(installed)
+    proc = _dry_run(installed, list(docs.values()))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("(server dry run)") == len(docs)
+    assert proc.stdout.count("(server dry run)") == len(THIRD_PARTY_KINDS)
+
+
+def _break(kind: str, doc: dict[str, Any]) -> None:
+    spec = doc["spec"]
+    if kind == "ServiceMonitor":
+        del spec["selector"]
+    elif kind == "PrometheusRule":
+        del spec["groups"][0]["rules"][0]["expr"]
+    else:
+        del spec["scaleTargetRef"]
+
+
+#: What the real schema says about each broken object (stand-ins accept them all).
+REJECTED = {
+    "ServiceMonitor": r"spec\.selector: Required value",
+    "PrometheusRule": r"spec\.groups\[0\]\.rules\[0\]\.expr: Required value",
+    "ScaledObject": r"spec\.scaleTargetRef: Required value",
+}
+
+
+@pytest.mark.parametrize("kind", THIRD_PARTY_KINDS)
+def test_the_real_third_party_schema_rejects_a_broken_object(
+    installed: devcluster.Cluster, third_party_crds: None, kind: str
+) -> None:
+    doc = _third_party_docs(installed)[kind]
+    _break(kind, doc)
+    proc = _dry_run(installed, [doc])
+    assert proc.returncode != 0, proc.stdout
+    assert re.search(REJECTED[kind], proc.stderr), proc.stderr

@@ -19,8 +19,8 @@ from its_runtime.engine.stats import EngineStats
 from its_runtime.observability import collectors, metrics
 
 MANIFESTS = pathlib.Path(__file__).resolve().parents[2] / "manifests"
-#: Metrics from other exporters the manifests may reference.
-EXTERNAL = {"DCGM_FI_DEV_GPU_UTIL"}
+#: The custom metrics the adapter rules publish (not series the runtime exports).
+PUBLISHED = {"its_queue_time_ms", "its_latency_p99_ms", "its_gpu_utilization_percent"}
 
 
 @dataclass
@@ -103,9 +103,9 @@ def test_dashboard_alerts_and_adapter_rules_use_exported_metrics() -> None:
         ("alerts", _rule_exprs()),
         ("adapter", _adapter_exprs()),
     ):
-        referenced = _referenced(text) - {"its_queue_time_ms", "its_latency_p99_ms"}
+        referenced = _referenced(text) - PUBLISHED
         assert referenced, source
-        missing = sorted(n for n in referenced if n not in exported and n not in EXTERNAL)
+        missing = sorted(n for n in referenced if n not in exported)
         assert not missing, f"{source} references metrics the runtime does not export: {missing}"
 
 
@@ -116,4 +116,47 @@ def test_adapter_publishes_the_metric_names_the_operator_hpa_uses() -> None:
         (MANIFESTS / "overlays" / "monitoring" / "prometheus-adapter.yaml").read_text()
     )
     published = {r["name"]["as"] for r in yaml.safe_load(cm["data"]["config.yaml"])["rules"]}
-    assert {hpa.QUEUE_TIME_METRIC, hpa.P99_METRIC} <= published
+    assert {hpa.QUEUE_TIME_METRIC, hpa.P99_METRIC, hpa.GPU_METRIC} <= published
+
+
+def test_every_pods_metric_the_hpa_can_name_is_published_by_the_adapter() -> None:
+    from its_operator.api import resource
+    from its_operator.builders import hpa
+
+    cm = yaml.safe_load(
+        (MANIFESTS / "overlays" / "monitoring" / "prometheus-adapter.yaml").read_text()
+    )
+    published = {r["name"]["as"] for r in yaml.safe_load(cm["data"]["config.yaml"])["rules"]}
+    doc = yaml.safe_load((MANIFESTS / "samples" / "autoscaling" / "pipeline.yaml").read_text())
+    doc["metadata"].update(namespace="its-demo", uid="u")
+    doc["spec"]["autoscaling"]["targets"] = {
+        "gpuUtilizationPercent": 80,
+        "queueTimeMs": 20,
+        "p99LatencyMs": 90,
+    }
+    built = hpa.build(resource.parse(doc))
+    names = {m["pods"]["metric"]["name"] for m in built["spec"]["metrics"] if m["type"] == "Pods"}
+    assert len(names) == 3
+    assert names <= published, sorted(names - published)
+
+
+def test_keda_scaledobject_targets_the_deployment_the_operator_creates() -> None:
+    from its_operator.api import resource
+    from its_operator.builders import meta
+
+    so = yaml.safe_load(
+        (MANIFESTS / "overlays" / "monitoring" / "keda-scaledobject.yaml").read_text()
+    )
+    sample = MANIFESTS / "samples" / "autoscaling"
+    doc = yaml.safe_load((sample / "pipeline.yaml").read_text())
+    namespace = yaml.safe_load((sample / "kustomization.yaml").read_text())["namespace"]
+    doc["metadata"].update(namespace=namespace, uid="u")
+    p = resource.parse(doc)
+    assert so["metadata"]["namespace"] == namespace
+    assert so["spec"]["scaleTargetRef"]["name"] == meta.deployment_name(p)
+    (trigger,) = so["spec"]["triggers"]
+    query = trigger["metadata"]["query"]
+    assert f'service="{meta.service_name(p)}"' in query
+    assert f'namespace="{namespace}"' in query
+    # A mean over frames, not a per-pod total: the HPA must not divide it by replicas.
+    assert trigger["metricType"] == "Value"

@@ -17,7 +17,11 @@ from its_operator.api import base, spec_fields
 
 class AutoscalingTargets(base.CrModel):
     gpu_utilization_percent: int | None = Field(
-        None, ge=1, le=100, description="Average GPU utilisation (DCGM_FI_DEV_GPU_UTIL)."
+        None,
+        ge=1,
+        le=100,
+        description="Average utilisation of the pods' GPUs in percent, from NVML "
+        "(the custom metric its_gpu_utilization_percent).",
     )
     cpu_utilization_percent: int | None = Field(
         None, ge=1, le=1000, description="Average CPU utilisation of the requests."

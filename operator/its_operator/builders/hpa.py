@@ -1,14 +1,22 @@
 """The HorizontalPodAutoscaler (autoscaling/v2), created only when autoscaling is on.
 
-Targets map to metrics as follows; Pods metrics need a custom-metrics adapter (e.g.
-prometheus-adapter) that exposes these names per pod:
+Targets map to metrics as follows; Pods metrics need a custom-metrics adapter that
+publishes these names per pod. ``manifests/overlays/monitoring/prometheus-adapter.yaml``
+holds prometheus-adapter rules for exactly these names, computed from series the runtime
+itself exports (``tests/deploy/test_autoscaling_queries.py`` evaluates them on a real
+Prometheus scraping a real runtime):
 
 * ``cpuUtilizationPercent`` -> Resource ``cpu`` utilisation of the requests;
-* ``gpuUtilizationPercent`` -> Pods ``DCGM_FI_DEV_GPU_UTIL`` (dcgm-exporter);
-* ``queueTimeMs`` -> Pods ``its_queue_time_ms``: average queue wait per request, the
-  signal Triton's users scale on (rate of the runtime's queue-duration counter over
-  its request counter);
-* ``p99LatencyMs`` -> Pods ``its_latency_p99_ms``.
+* ``gpuUtilizationPercent`` -> Pods ``its_gpu_utilization_percent``: the mean NVML
+  utilisation of the pod's GPUs, from the runtime's ``its_gpu_utilization_ratio``. Not
+  dcgm-exporter's ``DCGM_FI_DEV_GPU_UTIL``: that series carries the exporter's pod
+  labels only where dcgm-exporter maps pods, and nothing else publishes it per pod, so
+  an HPA naming it could never read it (and an HPA missing one metric never scales
+  down);
+* ``queueTimeMs`` -> Pods ``its_queue_time_ms``: mean time a frame waited in the
+  batcher's queue, the signal Triton's users scale on (rate of the queue-time
+  histogram's sum over the rate of its count; 0 for an idle pod);
+* ``p99LatencyMs`` -> Pods ``its_latency_p99_ms`` (0 for an idle pod).
 
 Raw ``metrics`` entries are appended unchanged: the escape hatch for anything else.
 
@@ -25,7 +33,7 @@ from typing import Any
 from its_operator.api import resource
 from its_operator.builders import meta
 
-GPU_METRIC = "DCGM_FI_DEV_GPU_UTIL"
+GPU_METRIC = "its_gpu_utilization_percent"
 QUEUE_TIME_METRIC = "its_queue_time_ms"
 P99_METRIC = "its_latency_p99_ms"
 DEFAULT_BEHAVIOR: dict[str, Any] = {"scaleDown": {"stabilizationWindowSeconds": 300}}

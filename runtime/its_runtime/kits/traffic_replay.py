@@ -1,6 +1,6 @@
 """Replays a noisy traffic scene through the real analyzer and scores its counts.
 
-One (scene, noise, seed, tracker) run: the frames of :func:`traffic_scenes.detect` go
+One (scene, noise, seed, tracker) run: the frames of :func:`detector_noise.detect` go
 through :class:`~its_runtime.dataplane.analytics.analyzer.CameraAnalyzer` exactly as a
 camera's detections do (tracker, line counters, regions), and the crossings it emits
 are compared with the scene's closed-form truth. The per-frame confirmed tracks are
@@ -17,8 +17,9 @@ import numpy.typing as npt
 
 from its_runtime.dataplane.analytics import analyzer, geometry
 from its_runtime.dataplane.analytics.tracker import TrackerSettings
-from its_runtime.kits import traffic_scenes
-from its_runtime.kits.traffic_scenes import CountKey, Noise, Scene
+from its_runtime.kits import detector_noise, traffic_scenes
+from its_runtime.kits.detector_noise import Noise
+from its_runtime.kits.traffic_scenes import CountKey, Scene
 
 Boxes = npt.NDArray[np.float64]
 
@@ -89,7 +90,7 @@ def replay(
     polygons = {r.name: [(p.x, p.y) for p in r.polygon] for r in scene.regions}
     out = Replay(scene.name, traffic_scenes.true_counts(scene), {})
     cpu = 0.0
-    for frame in traffic_scenes.detect(scene, noise, seed):
+    for frame in detector_noise.detect(scene, noise, seed):
         began = time.process_time()
         result = an.process(
             frame.detections,

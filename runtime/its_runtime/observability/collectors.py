@@ -74,8 +74,9 @@ class EngineCollector(Collector):
         for skipped, cause in causes:
             fallbacks.add_metric([skipped, cause[:200]], 1.0)
         yield fallbacks
+        # Not ``..._count``: Prometheus reserves that suffix for histograms and summaries.
         count = GaugeMetricFamily(
-            "its_backend_fallback_count", "Number of backend fallbacks taken at load."
+            "its_backend_fallbacks_taken", "Number of backend fallbacks taken at load."
         )
         count.add_metric([], float(len(causes)))
         yield count
