@@ -138,3 +138,39 @@ def test_a_move_past_the_end_of_the_drawn_line_is_not_a_crossing() -> None:
     assert crossing is not None
     assert crossing.direction == "out"
     assert abs(crossing.media_time - 0.05) < 1e-9
+
+
+def test_a_crossing_in_the_last_frames_of_a_finite_stream_is_counted_at_its_end() -> None:
+    # The 44 s scene's last vehicle crosses the line 0.09 s before the stream ends: still
+    # inside the hysteresis band, so only the end-of-stream settlement can count it.
+    from its_runtime.dataplane.analytics.analyzer import CameraAnalyzer
+
+    scene = synth.two_lane_scene(44.0)
+    truth = scene.crossings(MID_LINE)
+    assert max(c.time for c in truth) > 44.0 - 0.2
+    an = CameraAnalyzer(camera("c", "file:///x"), list(synth.CLASS_SIZES))
+    counted: list[tuple[str, str, float]] = []
+    for i in range(scene.frame_count):
+        t = i / scene.fps
+        seen = scene.visible_boxes(t)
+        det = Detections(
+            boxes=np.array([b for _, b in seen], dtype=np.float32).reshape(-1, 4),
+            scores=np.full(len(seen), 0.9, dtype=np.float32),
+            classes=np.array(
+                [list(synth.CLASS_SIZES).index(scene.vehicles[k].class_name) for k, _ in seen],
+                dtype=np.int64,
+            ),
+        )
+        result = an.process(
+            det, seq=i, media_time=t, wall_time=1e6 + t, width_px=320, height_px=192
+        )
+        counted += [
+            (e.direction, e.class_name, e.media_time) for e in result.events if e.kind == CROSSING
+        ]
+    end = an.finish(seq=scene.frame_count, media_time=44.0, wall_time=1e6 + 44.0)
+    settled = [(e.direction, e.class_name, e.media_time) for e in end.events if e.kind == CROSSING]
+    assert len(settled) == 1
+    assert abs(settled[0][2] - max(c.time for c in truth)) < 0.05
+    got = sorted((d, c) for d, c, _ in counted + settled)
+    assert got == sorted((c.direction, c.class_name) for c in truth)
+    assert an.finish(seq=scene.frame_count, media_time=44.0, wall_time=1e6 + 44.0).events == []

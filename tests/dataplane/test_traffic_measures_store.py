@@ -8,8 +8,7 @@ import json
 import pytest
 
 from its_runtime.config import DatabaseConfig
-from its_runtime.dataplane import camera as camera_mod
-from its_runtime.dataplane import counts_body
+from its_runtime.dataplane import analysis_rows, counts_body
 from its_runtime.dataplane.store import bulk, queries
 from its_runtime.dataplane.store.database import Database
 from its_runtime.dataplane.store.rows import RowBatch
@@ -33,7 +32,7 @@ async def test_measures_are_stored_once_and_answered_per_interval(pg_dsn: str) -
         regions=[ground_polygon("approach", 0, 0, 10, 25, stopped=STOPPED)],
     )
     results = ts.run(cam, [*queue_scene()[:3], receding(2.5, 1.0)], 40.0)
-    batch = RowBatch.of(camera_mod.frame_rows(r, r.wall_time, detections=False) for r in results)
+    batch = RowBatch.of(analysis_rows.frame_rows(r, r.wall_time, detections=False) for r in results)
     db = Database(pg_dsn, DatabaseConfig())
     await db.connect()
     try:

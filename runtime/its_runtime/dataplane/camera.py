@@ -18,7 +18,7 @@ Shape and reasons:
   :meth:`CameraPipeline.start` and joined on :meth:`~CameraPipeline.stop`, after the
   loop has drained its last frame and the last publish has landed.
 * **Storage and caching never block analysis.** Rows (built by keyword through the
-  row classes' named constructors, :func:`frame_rows`) go to the
+  row classes' named constructors, in :mod:`~its_runtime.dataplane.analysis_rows`) go to the
   :class:`~its_runtime.dataplane.store.writer.RowWriter`'s buffer; the latest view
   goes through a throttled :class:`~its_runtime.dataplane.publish.LatestPublisher`.
 * **Owned, or not analysed.** With scale-out, ``may_analyse`` is asked for every
@@ -49,12 +49,12 @@ import torch
 from its_runtime import submission
 from its_runtime.config import CameraConfig, ResizeMode
 from its_runtime.dataplane import publish
+from its_runtime.dataplane.analysis_rows import frame_rows
 from its_runtime.dataplane.analytics import analyzer
 from its_runtime.dataplane.analytics import events as traffic_events
 from its_runtime.dataplane.analytics import tracker as tracking
 from its_runtime.dataplane.cache import tiered
 from its_runtime.dataplane.ingest import backoff, frames, slot, stats
-from its_runtime.dataplane.store import rows
 from its_runtime.dataplane.store import writer as store_writer
 from its_runtime.detections import Detections
 from its_runtime.observability import dataplane_stats
@@ -109,51 +109,6 @@ def frame_to_tensor(frame: frames.Frame, channels: int) -> torch.Tensor:
     if channels == 1:
         image = image.mean(dim=0, keepdim=True)
     return image.contiguous()
-
-
-def frame_rows(
-    result: analyzer.FrameAnalysis, decoded_at: float, *, detections: bool, replica: str = ""
-) -> rows.FrameRows:
-    """The rows one analysed frame produces: its events, and its boxes if stored."""
-    events = [
-        rows.EventRow.new(
-            camera=result.camera,
-            ts=ev.wall_time,
-            media_time=ev.media_time,
-            kind=ev.kind,
-            line=ev.line,
-            direction=ev.direction,
-            class_name=ev.class_name,
-            track_id=ev.track_id,
-            speed_kmh=ev.speed_kmh,
-            frame_seq=result.seq,
-            replica=replica,
-            lane=ev.lane,
-            region=ev.region,
-            destination=ev.destination,
-            value=ev.value,
-        )
-        for ev in result.events
-    ]
-    boxes = (
-        [
-            rows.DetectionRow.new(
-                camera=result.camera,
-                ts=result.wall_time,
-                frame_seq=result.seq,
-                track_id=t.track_id,
-                class_name=t.class_name,
-                score=t.score,
-                box=t.box,
-                speed_kmh=t.speed_kmh,
-                replica=replica,
-            )
-            for t in result.tracks
-        ]
-        if detections
-        else []
-    )
-    return rows.FrameRows(decoded_at, events, boxes)
 
 
 class CameraPipeline:
@@ -289,6 +244,7 @@ class CameraPipeline:
                 if failures:
                     failures = 0
                     self.stats.on_analysis_resumed()
+            self._finish()
             self._publish(force=True)
         finally:
             self.finished.set()
@@ -340,21 +296,36 @@ class CameraPipeline:
         if self._last is None and self._on_first_frame is not None:
             self._on_first_frame(self.camera.name, frame.decoded_at)
         self._last = result
+        self._deliver(result, frame.decoded_at)
+        self.stats.on_analysed(time.monotonic() - frame.decoded_mono)
+        self._publish(force=False)
+
+    def _deliver(self, result: analyzer.FrameAnalysis, decoded_at: float) -> None:
         self._report(result)
         self.recent_events.extend(ev.to_json() for ev in result.events if not ev.is_sample)
         if self.writer is not None:
             self.writer.submit(
                 frame_rows(
                     result,
-                    frame.decoded_at,
+                    decoded_at,
                     detections=self.options.store_detections,
                     replica=self.replica,
                 )
             )
         if self._listener is not None:
             self._listener(result)
-        self.stats.on_analysed(time.monotonic() - frame.decoded_mono)
-        self._publish(force=False)
+
+    def _finish(self) -> None:
+        """The stream ended: crossings only the band still held back are counted."""
+        last = self._last
+        if last is None:
+            return
+        result = self.analyzer.finish(
+            seq=last.seq, media_time=last.media_time, wall_time=last.wall_time
+        )
+        if not result.events:
+            return
+        self._deliver(result, last.wall_time)
 
     def _report(self, result: analyzer.FrameAnalysis) -> None:
         camera = self.camera.name

@@ -26,8 +26,9 @@ from its_runtime.config import (
     ResizeMode,
     RuntimeConfig,
 )
+from its_runtime.dataplane.analysis_rows import frame_rows
 from its_runtime.dataplane.analytics.analyzer import CROSSING, FrameAnalysis
-from its_runtime.dataplane.camera import CameraPipeline, PipelineOptions, frame_rows
+from its_runtime.dataplane.camera import CameraPipeline, PipelineOptions
 from its_runtime.kits import synth
 from its_runtime.kits.synth_detector import ColourBoxDetector
 from its_runtime.letterbox import PAD_VALUE, Fit

@@ -85,6 +85,8 @@ class CameraAnalyzer:
         self.homography = calibration.of_camera(camera)
         self.measures = measures.TrafficMeasures(camera, self.homography)
         self._pending: dict[int, list[LineCrossing]] = {}
+        #: Confirmed tracks still alive (their crossings are settled by ``finish``).
+        self._live: dict[int, Track] = {}
 
     def class_name(self, class_id: int) -> str:
         if 0 <= class_id < len(self._class_names):
@@ -138,7 +140,9 @@ class CameraAnalyzer:
                 else:
                     self._pending.setdefault(track.track_id, []).append(crossing)
 
+        self._live.update((tr.track_id, tr) for tr in step.active if tr.confirmed)
         for track in step.removed:
+            self._live.pop(track.track_id, None)
             self._pending.pop(track.track_id, None)
             for counter in self.lines:
                 counter.forget(track.track_id)
@@ -173,6 +177,34 @@ class CameraAnalyzer:
             events=events,
             occupancy=occupancy,
             traffic=found,
+        )
+
+    def finish(self, *, seq: int, media_time: float, wall_time: float) -> FrameAnalysis:
+        """The end of the stream: crossings that only the band still held back.
+
+        A vehicle that crossed a line in the last frames of a finite stream (a file, a
+        recording) has not yet moved a band's width past it; no later frame will take
+        it further, so its crossing counts now, at its interpolated time.
+        """
+        events: list[TrafficEvent] = []
+        for track in self._live.values():
+            for counter in self.lines:
+                crossing = counter.settle(track.track_id)
+                if crossing is not None:
+                    events.extend(
+                        self._crossing_events(
+                            track, crossing, lambda t: wall_time - (media_time - t), None
+                        )
+                    )
+        for ev in events:
+            self.counts.add(ev.wall_time, self.counts.key_of(ev))
+        return FrameAnalysis(
+            camera=self.camera.name,
+            seq=seq,
+            media_time=media_time,
+            wall_time=wall_time,
+            tracks=[],
+            events=events,
         )
 
     def _crossing_events(

@@ -63,6 +63,8 @@ class LineCounter:
         self.end: Point = (line.end.x, line.end.y)
         self._hysteresis = hysteresis
         self._state: dict[int, _SideState] = {}
+        #: A track's latest position when it lies inside the band (see ``settle``).
+        self._in_band: dict[int, _SideState] = {}
 
     def observe(
         self, track_id: int, point: Point, t: float, *, band: float = 0.0
@@ -74,7 +76,23 @@ class LineCounter:
         """
         distance = geometry.side(self.start, self.end, point)
         if abs(distance) <= max(band, self._hysteresis):
+            if distance != 0:
+                self._in_band[track_id] = _SideState(1 if distance > 0 else -1, point, t)
             return None
+        self._in_band.pop(track_id, None)
+        return self._move(track_id, point, t, distance)
+
+    def settle(self, track_id: int) -> LineCrossing | None:
+        """The crossing of a track whose last position is past the line but still inside
+        the band, at the end of its stream: no later frame can take it further."""
+        last = self._in_band.pop(track_id, None)
+        if last is None or abs(geometry.side(self.start, self.end, last.point)) <= self._hysteresis:
+            return None
+        return self._move(
+            track_id, last.point, last.time, geometry.side(self.start, self.end, last.point)
+        )
+
+    def _move(self, track_id: int, point: Point, t: float, distance: float) -> LineCrossing | None:
         sign = 1 if distance > 0 else -1
         state = self._state.get(track_id)
         if state is None:
@@ -109,3 +127,4 @@ class LineCounter:
 
     def forget(self, track_id: int) -> None:
         self._state.pop(track_id, None)
+        self._in_band.pop(track_id, None)
