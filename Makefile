@@ -12,7 +12,7 @@ CHECK_MARKERS := not cluster and not services and not slow and not gpu
 
 .PHONY: help deps build-control-plane dev-cluster dev-cluster-down dev-cluster-reset \
         services services-down demo-down crds crds-check lint typecheck imports pytest test demo check \
-        bench-serving bench-operator bench-data-plane bench-scale-out bench-cameras bench-accuracy clean
+        bench-serving bench-operator bench-data-plane bench-scale-out bench-cameras bench-accuracy bench-faults clean
 
 help:
 	@echo "make demo              the main job: cluster, services, operator, a pipeline, live runtime"
@@ -99,6 +99,9 @@ bench-cameras:
 bench-accuracy:
 	$(PYTHON) benchmarks/accuracy.py
 
+bench-faults:
+	$(PYTHON) benchmarks/faults.py
+
 clean:
 	-$(DEVENV) cluster down
 	-$(DEVENV) services down
@@ -108,7 +111,7 @@ clean:
 dev-cluster dev-cluster-down dev-cluster-reset services services-down crds crds-check \
 lint typecheck imports pytest check demo-down bench-serving bench-operator bench-data-plane bench-scale-out \
 bench-cameras: | $(PYTHON)
-bench-accuracy: | $(PYTHON)
+bench-accuracy bench-faults: | $(PYTHON)
 
 $(PYTHON):
 	ITS_VENV=$(VENV) bash devenv/install-deps.sh
