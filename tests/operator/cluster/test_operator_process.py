@@ -17,6 +17,16 @@ SpecOf = Callable[..., dict[str, Any]]
 Doc = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
+def _cluster_wide_wait(kube: Any) -> float:
+    """Seconds a namespaced operator waits before acting because a cluster-wide
+    installation (``make demo``'s) holds its Lease: one renew deadline (8 s), so the
+    cluster-wide one has let go of the namespace before the namespaced one writes."""
+    out = kube.cluster.kubectl(
+        "get", "leases", "-A", "-l", "its.ai/operator-lease=cluster", "-o", "name"
+    ).stdout
+    return 8.0 if out.strip() else 0.0
+
+
 def _operator_writes(audit: Any, mark: int, namespace: str) -> list[str]:
     """The operator's reconcile writes (Lease renewals have their own user agent)."""
     return [
@@ -75,7 +85,12 @@ def test_killed_mid_reconcile_converges_without_duplicates(
 ) -> None:
     op = operator()
     kube.apply(pipeline("crash", spec_of(engineCache={"retention": "Delete"})))
-    wait_until(lambda: "applying" in op.text(), 10, interval=0.02, what="first apply")
+    wait_until(
+        lambda: "applying" in op.text(),
+        10 + _cluster_wide_wait(kube),
+        interval=0.02,
+        what="first apply",
+    )
     op.kill()  # SIGKILL, somewhere among the child applies
     applied_before = op.text().count("applying ")
     op2 = operator()
@@ -155,8 +170,10 @@ def test_only_one_replica_acts_and_the_other_takes_over(
     writers = {e["userAgent"] for e in audit.writes(mark, kube.ns)}
     assert writers
     assert all(second.identity in ua for ua in writers), writers
-    # client-go's defaults: the Lease lasts 15 s from the standby's last sight of a renew.
-    assert takeover < 15 + 2 * 2 + 1, takeover
+    # Our defaults (12 / 8 / 2): the Lease lasts 12 s from the standby's last sight of
+    # a renew, plus a retry period or two; plus a renew deadline beside a cluster-wide
+    # installation (the demo's), which must let go of the namespace first.
+    assert takeover < 12 + 2 * 2 + 1 + _cluster_wide_wait(kube), takeover
     lease = kube.get("lease", "its-operator")
     assert lease["spec"]["holderIdentity"] == second.identity
     assert lease["spec"]["leaseTransitions"] == 1
