@@ -186,7 +186,7 @@ def main() -> None:
     goal = {k: {s: run_case(s, GOAL_NOISE, goal_seeds, k) for s in scenes} for k in TRACKERS}
     print("goal noise done", round(time.monotonic() - began, 1), "s", flush=True)
     levels = [("none", BASE)] + [
-        (f"{knob}={n.label()}", n) for knob, ns in SWEEP.items() for n in ns
+        (f"{knob}={getattr(n, knob):g}", n) for knob, ns in SWEEP.items() for n in ns
     ]
     sweep = {
         label: {k: {s: run_case(s, n, sweep_seeds, k) for s in scenes} for k in TRACKERS}
@@ -210,6 +210,7 @@ def main() -> None:
             "goal_seeds": len(goal_seeds),
             "sweep_seeds": len(sweep_seeds),
             "sweep_levels": [label for label, _ in levels],
+            "sweep_noise": {label: n.label() for label, n in levels},
             "cut_for_time": "sweep on 1 seed per scene and 2 levels per knob (plus 0), "
             "goal noise on 3 seeds, to stay under ~8 min on 2 shared cores",
             "line_count_error": "worst over seeds and (line, direction) of |counted-true|/true",
@@ -226,7 +227,7 @@ def main() -> None:
         "summary": {
             "default_tracker": DEFAULT_TRACKER,
             "max_line_count_error_at_goal_noise": worst[DEFAULT_TRACKER],
-            "worst_scenario_at_goal_noise": worst_scene,
+            "worst_scenario_at_goal_noise": worst_scene if worst[DEFAULT_TRACKER] else None,
             "goal": 0.02,
             "per_tracker": {
                 k: {
