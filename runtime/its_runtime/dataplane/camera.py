@@ -317,15 +317,12 @@ class CameraPipeline:
 
     def _finish(self) -> None:
         """The stream ended: crossings only the band still held back are counted."""
-        last = self._last
-        if last is None:
-            return
-        result = self.analyzer.finish(
-            seq=last.seq, media_time=last.media_time, wall_time=last.wall_time
-        )
-        if not result.events:
-            return
-        self._deliver(result, last.wall_time)
+        if (last := self._last) is not None and (
+            end := self.analyzer.finish(
+                seq=last.seq, media_time=last.media_time, wall_time=last.wall_time
+            )
+        ).events:
+            self._deliver(end, last.wall_time)
 
     def _report(self, result: analyzer.FrameAnalysis) -> None:
         camera = self.camera.name
