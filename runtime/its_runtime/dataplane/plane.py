@@ -28,6 +28,8 @@ Shape and reasons:
   camera (``ingest/decode.py`` decides NVDEC or CPU per connection; :meth:`decode_state`
   shows the outcome in ``/ready``). ``device_frames`` (from main: the engine is on CUDA)
   says whether the detector takes CUDA frames; without it cameras decode on the CPU.
+  The config's ``tracker`` (``spec.runtime.tracker``) is every camera's tracker, unless
+  the options name one.
 * **Observers handed down.** One :class:`~its_runtime.observability.dataplane_stats.
   DataPlaneObservers` (default: Prometheus) is given to every component it builds.
 """
@@ -35,6 +37,7 @@ Shape and reasons:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import pathlib
@@ -46,6 +49,7 @@ from its_runtime import health, redaction
 from its_runtime.config import POD_NAME_ENV, POD_NAMESPACE_ENV, CameraConfig, RuntimeConfig
 from its_runtime.dataplane import camera, camera_urls, coordinator, membership, ownership, queries
 from its_runtime.dataplane.analytics import analyzer
+from its_runtime.dataplane.analytics.tracker import TrackerSettings
 from its_runtime.dataplane.cache import l1, l2, tiered
 from its_runtime.dataplane.ingest import decision
 from its_runtime.dataplane.store import adoption, database, journal, writer
@@ -72,6 +76,10 @@ class DataPlane:
     ) -> None:
         self.config = config
         self.options = options or camera.PipelineOptions()
+        if self.options.tracker is None:  # the config's tracker (spec.runtime.tracker)
+            self.options = dataclasses.replace(
+                self.options, tracker=TrackerSettings(kind=config.tracker)
+            )
         observers = observers or dataplane_stats.PROMETHEUS
         self._camera_start: asyncio.Task[None] | None = None
         environ = os.environ if env is None else env
