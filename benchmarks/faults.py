@@ -5,9 +5,12 @@ friends), each against servers it starts itself on free ports (never the shared
 PostgreSQL/Redis), with the longer outages of issue 11: PostgreSQL down 30 s with a
 runtime replica deleted half-way; Redis down 10 s under ``/counts`` traffic; the RTSP
 server of a live camera restarted after 5 s away; ``/v1/detect`` offered 3x its
-measured capacity for 30 s. Each
-scenario prints what was lost and duplicated (both must be 0) and how long recovery
-took.
+measured capacity for 30 s; and the data faults of ``tests/faults/test_data_faults.py``:
+PostgreSQL down with the journal's volume full for 10 s (rows that cannot be journalled
+must be counted, ``lost`` being those that are neither stored nor counted), one master
+of a three-master Redis Cluster SIGKILLed for 10 s under ``/counts`` traffic, and 5 s
+of corrupt H.264 from an RTSP camera. Each scenario prints what was lost and
+duplicated (both must be 0) and how long recovery took.
 
 Writes ``benchmarks/results/faults.json``: ``machine`` (with load average, since the
 numbers depend on what else runs) and ``scenarios``, a list of objects with ``name``,
@@ -32,7 +35,15 @@ from collections.abc import Awaitable, Callable
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the scenarios live with the tests that assert on them
 
-from tests.faults import overload, redis_down, rtsp_restart, scenarios  # noqa: E402
+from tests.faults import (  # noqa: E402
+    corrupt_rtsp,
+    journal_disk_full,
+    overload,
+    redis_cluster_down,
+    redis_down,
+    rtsp_restart,
+    scenarios,
+)
 
 RESULTS = REPO / "benchmarks" / "results" / "faults.json"
 
@@ -47,6 +58,9 @@ async def main() -> None:
         lambda: redis_down.redis_down(down_s=5 if args.quick else 10),
         lambda: rtsp_restart.rtsp_restart(down_s=2 if args.quick else 5),
         lambda: overload.overload(seconds=8 if args.quick else 30),
+        lambda: journal_disk_full.journal_disk_full(full_s=2 if args.quick else 10),
+        lambda: redis_cluster_down.redis_cluster_node_down(down_s=4 if args.quick else 10),
+        lambda: corrupt_rtsp.corrupt_rtsp(corrupt_s=2 if args.quick else 5),
     ]
     outcomes = []
     for run in runs:
