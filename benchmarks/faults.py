@@ -9,7 +9,11 @@ measured capacity for 30 s; and the data faults of ``tests/faults/test_data_faul
 PostgreSQL down with the journal's volume full for 10 s (rows that cannot be journalled
 must be counted, ``lost`` being those that are neither stored nor counted), one master
 of a three-master Redis Cluster SIGKILLed for 10 s under ``/counts`` traffic, and 5 s
-of corrupt H.264 from an RTSP camera. Each scenario prints what was lost and
+of corrupt H.264 from an RTSP camera; and the control-plane faults of
+``tests/faults/test_control_plane_faults.py``, each on a private control plane (etcd,
+kube-apiserver, controller manager, scheduler, kwok on free ports): the operator
+SIGKILLed mid-reconcile of 50 pipelines, the leader of two replicas SIGKILLed, the API
+server and etcd each down 30 s. Each scenario prints what was lost and
 duplicated (both must be 0) and how long recovery took.
 
 Writes ``benchmarks/results/faults.json``: ``machine`` (with load average, since the
@@ -36,6 +40,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the scenarios live with the tests that assert on them
 
 from tests.faults import (  # noqa: E402
+    control_plane,
     corrupt_rtsp,
     journal_disk_full,
     overload,
@@ -61,6 +66,14 @@ async def main() -> None:
         lambda: journal_disk_full.journal_disk_full(full_s=2 if args.quick else 10),
         lambda: redis_cluster_down.redis_cluster_node_down(down_s=4 if args.quick else 10),
         lambda: corrupt_rtsp.corrupt_rtsp(corrupt_s=2 if args.quick else 5),
+        lambda: control_plane.operator_kill_mid_reconcile(pipelines=20 if args.quick else 50),
+        lambda: control_plane.leader_kill_two_replicas(pipelines=20 if args.quick else 50),
+        lambda: control_plane.apiserver_restart(
+            down_s=10 if args.quick else 30, pipelines=10 if args.quick else 50
+        ),
+        lambda: control_plane.etcd_restart(
+            down_s=10 if args.quick else 30, pipelines=10 if args.quick else 50
+        ),
     ]
     outcomes = []
     for run in runs:
@@ -75,7 +88,8 @@ async def main() -> None:
             "cpus": os.cpu_count(),
             "load_average_start": [round(v, 2) for v in load_start],
             "load_average_end": [round(v, 2) for v in os.getloadavg()],
-            "servers": "private PostgreSQL and Redis per scenario, loopback, free ports",
+            "servers": "private PostgreSQL and Redis per scenario, loopback, free ports; "
+            "a private control plane per control-plane scenario",
         },
         "quick": args.quick,
         "scenarios": [dataclasses.asdict(o) for o in outcomes],

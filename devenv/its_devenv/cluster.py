@@ -10,6 +10,10 @@ from Go modules (``build-control-plane.sh``) and cached outside the work tree.
 State lives in ``.devcluster/`` (git-ignored): certificates, etcd data, logs, pid
 files, the admin kubeconfig and the apiserver's audit log. ``up`` is idempotent: a
 healthy cluster is reused, a broken one is stopped and started again.
+
+The shared dev cluster listens on the fixed ports below; :class:`Ports` and
+:func:`start_components` let another state dir run a second, private control plane
+on other ports (``private_cluster``: fault tests that stop its API server or etcd).
 """
 
 from __future__ import annotations
@@ -46,6 +50,17 @@ COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
 GPU_NODES = ("gpu-node-0", "gpu-node-1")
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 GPUS_PER_NODE = 4
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The loopback ports of one control plane (default: the shared dev cluster's)."""
+
+    etcd: int = ETCD_PORT
+    etcd_peer: int = ETCD_PEER_PORT
+    apiserver: int = APISERVER_PORT
+    kcm: int = KCM_PORT
+    scheduler: int = SCHEDULER_PORT
 
 
 def _log(msg: str) -> None:
@@ -87,6 +102,7 @@ class Cluster:
     """A handle on a running local cluster: what tests and tools need to reach it."""
 
     root: pathlib.Path
+    ports: Ports = Ports()
 
     @property
     def kubeconfig(self) -> pathlib.Path:
@@ -110,7 +126,7 @@ class Cluster:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{APISERVER_PORT}"
+        return f"https://127.0.0.1:{self.ports.apiserver}"
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
@@ -182,14 +198,15 @@ def _kubeconfig(cluster: Cluster, user: str) -> dict[str, Any]:
     }
 
 
+def _kubeconfig_paths(cluster: Cluster) -> dict[str, pathlib.Path]:
+    return {user: cluster.root / "kubeconfigs" / f"{user}.yaml" for user in certs.CLIENTS}
+
+
 def _write_kubeconfigs(cluster: Cluster) -> dict[str, pathlib.Path]:
-    out: dict[str, pathlib.Path] = {}
-    kdir = cluster.root / "kubeconfigs"
-    kdir.mkdir(parents=True, exist_ok=True)
-    for user in certs.CLIENTS:
-        path = kdir / f"{user}.yaml"
+    out = _kubeconfig_paths(cluster)
+    (cluster.root / "kubeconfigs").mkdir(parents=True, exist_ok=True)
+    for user, path in out.items():
         path.write_text(yaml.safe_dump(_kubeconfig(cluster, user)))
-        out[user] = path
     shutil.copyfile(out["admin"], cluster.kubeconfig)
     cluster.kubeconfig.chmod(0o600)
     return out
@@ -198,16 +215,17 @@ def _write_kubeconfigs(cluster: Cluster) -> dict[str, pathlib.Path]:
 def _argv(cluster: Cluster, component: str, kcfg: dict[str, pathlib.Path]) -> list[str]:
     pki = cluster.pki
     root = cluster.root
+    p = cluster.ports
     if component == "etcd":
         return [
             _which("etcd"),
             "--name=devcluster",
             f"--data-dir={root / 'etcd'}",
-            f"--listen-client-urls=http://127.0.0.1:{ETCD_PORT}",
-            f"--advertise-client-urls=http://127.0.0.1:{ETCD_PORT}",
-            f"--listen-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
-            f"--initial-cluster=devcluster=http://127.0.0.1:{ETCD_PEER_PORT}",
+            f"--listen-client-urls=http://127.0.0.1:{p.etcd}",
+            f"--advertise-client-urls=http://127.0.0.1:{p.etcd}",
+            f"--listen-peer-urls=http://127.0.0.1:{p.etcd_peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{p.etcd_peer}",
+            f"--initial-cluster=devcluster=http://127.0.0.1:{p.etcd_peer}",
             "--unsafe-no-fsync",
             "--log-level=warn",
             "--quota-backend-bytes=4294967296",
@@ -216,10 +234,10 @@ def _argv(cluster: Cluster, component: str, kcfg: dict[str, pathlib.Path]) -> li
         cluster.audit_log.parent.mkdir(parents=True, exist_ok=True)
         return [
             _which("kube-apiserver"),
-            f"--etcd-servers=http://127.0.0.1:{ETCD_PORT}",
+            f"--etcd-servers=http://127.0.0.1:{p.etcd}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
-            f"--secure-port={APISERVER_PORT}",
+            f"--secure-port={p.apiserver}",
             "--endpoint-reconciler-type=none",
             f"--tls-cert-file={pki.cert('apiserver')}",
             f"--tls-private-key-file={pki.key('apiserver')}",
@@ -247,7 +265,7 @@ def _argv(cluster: Cluster, component: str, kcfg: dict[str, pathlib.Path]) -> li
             f"--authentication-kubeconfig={k}",
             f"--authorization-kubeconfig={k}",
             "--bind-address=127.0.0.1",
-            f"--secure-port={KCM_PORT}",
+            f"--secure-port={p.kcm}",
             "--leader-elect=false",
             f"--root-ca-file={pki.ca_cert}",
             f"--service-account-private-key-file={pki.sa_key}",
@@ -274,7 +292,7 @@ def _argv(cluster: Cluster, component: str, kcfg: dict[str, pathlib.Path]) -> li
             f"--authentication-kubeconfig={k}",
             f"--authorization-kubeconfig={k}",
             "--bind-address=127.0.0.1",
-            f"--secure-port={SCHEDULER_PORT}",
+            f"--secure-port={p.scheduler}",
             "--leader-elect=false",
             f"--cert-dir={root / 'scheduler-certs'}",
         ]
@@ -444,25 +462,41 @@ def up(*, quiet: bool = False) -> tuple[Cluster, bool]:
         _log("a partial cluster is running: restarting it")
         down()
     _check_ports_free()
+    start_components(cluster)
+    _log(
+        f"cluster up in {time.monotonic() - t0:.1f}s (build/check {t_build:.1f}s); "
+        f"kubeconfig {cluster.kubeconfig}"
+    )
+    return cluster, True
+
+
+def start_component(cluster: Cluster, component: str) -> None:
+    """Start one component of ``cluster`` (its certificates and kubeconfigs exist);
+    wait until etcd or the apiserver answers its health check."""
+    run = cluster.run_dir
+    procs.start(component, _argv(cluster, component, _kubeconfig_paths(cluster)), run_dir=run)
+    log = run / f"{component}.log"
+    if component == "etcd":
+        health = f"http://127.0.0.1:{cluster.ports.etcd}/health"
+        procs.wait_for(
+            "etcd",
+            lambda: urllib.request.urlopen(health, timeout=2).status == 200,
+            timeout=30,
+            log=log,
+        )
+    elif component == "kube-apiserver":
+        procs.wait_for("kube-apiserver", cluster.apiserver_ready, timeout=90, log=log)
+
+
+def start_components(cluster: Cluster) -> None:
+    """Create ``cluster.root``'s certificates and kubeconfigs, start every component
+    on ``cluster.ports`` and wait until the fake GPU nodes are Ready."""
     cluster.root.mkdir(parents=True, exist_ok=True)
     certs.ensure_pki(cluster.root / "pki")
-    kcfg = _write_kubeconfigs(cluster)
+    _write_kubeconfigs(cluster)
     run = cluster.run_dir
     for component in COMPONENTS:
-        procs.start(component, _argv(cluster, component, kcfg), run_dir=run)
-        log = run / f"{component}.log"
-        if component == "etcd":
-            procs.wait_for(
-                "etcd",
-                lambda: (
-                    urllib.request.urlopen(f"http://127.0.0.1:{ETCD_PORT}/health", timeout=2).status
-                    == 200
-                ),
-                timeout=30,
-                log=log,
-            )
-        elif component == "kube-apiserver":
-            procs.wait_for("kube-apiserver", cluster.apiserver_ready, timeout=90, log=log)
+        start_component(cluster, component)
     procs.wait_for(
         "default ServiceAccount (kube-controller-manager)",
         lambda: _default_sa(cluster),
@@ -476,11 +510,6 @@ def up(*, quiet: bool = False) -> tuple[Cluster, bool]:
         timeout=60,
         log=run / "kwok.log",
     )
-    _log(
-        f"cluster up in {time.monotonic() - t0:.1f}s (build/check {t_build:.1f}s); "
-        f"kubeconfig {cluster.kubeconfig}"
-    )
-    return cluster, True
 
 
 def down() -> list[str]:
