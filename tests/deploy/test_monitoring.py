@@ -142,11 +142,10 @@ def test_every_pods_metric_the_hpa_can_name_is_published_by_the_adapter() -> Non
 
 def test_keda_scaledobject_targets_the_deployment_the_operator_creates() -> None:
     from its_operator.api import resource
-    from its_operator.builders import meta
+    from its_operator.builders import children, deployment, meta
 
-    so = yaml.safe_load(
-        (MANIFESTS / "overlays" / "monitoring" / "keda-scaledobject.yaml").read_text()
-    )
+    text = (MANIFESTS / "overlays" / "monitoring" / "keda-scaledobject.yaml").read_text()
+    so = yaml.safe_load(text)
     sample = MANIFESTS / "samples" / "autoscaling"
     doc = yaml.safe_load((sample / "pipeline.yaml").read_text())
     namespace = yaml.safe_load((sample / "kustomization.yaml").read_text())["namespace"]
@@ -160,3 +159,12 @@ def test_keda_scaledobject_targets_the_deployment_the_operator_creates() -> None
     assert f'namespace="{namespace}"' in query
     # A mean over frames, not a per-pod total: the HPA must not divide it by replicas.
     assert trigger["metricType"] == "Value"
+    # The hand-over the comment prescribes leaves replicas to KEDA: the operator applies
+    # none and creates no HPA of its own, and KEDA keeps the camera floor.
+    assert "autoscaling: {enabled: false, external: true}" in text
+    doc["spec"]["autoscaling"] = {"enabled": False, "external": True}
+    handed = resource.parse(doc)
+    assert "replicas" not in deployment.build(handed, config_hash="x")["spec"]
+    kinds = {m["kind"] for m in children.desired(handed, children.Observed())}
+    assert "HorizontalPodAutoscaler" not in kinds
+    assert so["spec"]["minReplicaCount"] >= handed.spec.replica_floor

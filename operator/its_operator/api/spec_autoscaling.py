@@ -1,9 +1,21 @@
 """``spec.autoscaling``: the HorizontalPodAutoscaler and what it scales on.
 
-``builders.hpa`` renders exactly this group, and the rule inside it (enabled needs at
-least one target or raw metric) is written twice, as CEL and as a validator, side by
-side. The rule that spans groups (no ``runtime.replicas`` while enabled) lives in
-``spec``, the one module that sees both.
+``builders.hpa`` renders exactly this group, and the rules inside it (enabled needs at
+least one target or raw metric; enabled and external exclude each other) are written
+twice, as CEL and as a validator, side by side.
+
+Who owns the Deployment's ``.spec.replicas`` is one of three answers, and
+:meth:`AutoscalingSpec.operator_sets_replicas` is the one place that says which:
+
+* neither ``enabled`` nor ``external``: the operator (``runtime.replicas``, default 1);
+* ``enabled``: the operator's HorizontalPodAutoscaler;
+* ``external``: a scaler the operator does not manage (KEDA's ScaledObject, a custom
+  controller) that writes the scale subresource. The operator creates no HPA and never
+  applies ``replicas``, so server-side apply leaves the field to that scaler and drift
+  repair never puts it back.
+
+The rule that spans groups (no ``runtime.replicas`` while enabled) lives in ``spec``,
+the one module that sees both.
 """
 
 from __future__ import annotations
@@ -41,6 +53,11 @@ class AutoscalingTargets(base.CrModel):
         return any(v is not None for v in self.model_dump().values())
 
 
+_BOTH = (
+    "autoscaling.enabled and autoscaling.external exclude each other: enabled creates "
+    "the operator's HorizontalPodAutoscaler, external leaves the replica count to a "
+    "scaler such as KEDA (two autoscalers on one Deployment fight over it)"
+)
 _TARGETS = ("gpuUtilizationPercent", "cpuUtilizationPercent", "queueTimeMs", "p99LatencyMs")
 
 
@@ -60,11 +77,25 @@ class AutoscalingSpec(base.CrModel):
                     "autoscaling.metrics",
                     ".targets",
                 ),
+                base.cel(
+                    "!(self.enabled && self.external)",
+                    _BOTH,
+                    ".external",
+                ),
             ]
         }
     )
 
     enabled: bool = Field(False, description="Create a HorizontalPodAutoscaler (autoscaling/v2).")
+    external: bool = Field(
+        False,
+        description="An external scaler such as KEDA owns the runtime Deployment's "
+        ".spec.replicas: the operator creates no HorizontalPodAutoscaler and leaves "
+        "replicas alone (it never applies the field, so it neither sets nor restores it). "
+        "Excludes enabled; leave runtime.replicas unset. minReplicas, maxReplicas, "
+        "targets, behavior and metrics are then not used: configure the scaler instead, "
+        "with at least ceil(cameras / runtime.maxCamerasPerReplica) replicas.",
+    )
     min_replicas: int = Field(1, ge=1, le=100, description="Fewest replicas.")
     max_replicas: int = Field(4, ge=1, le=100, description="Most replicas.")
     targets: AutoscalingTargets = Field(
@@ -84,9 +115,16 @@ class AutoscalingSpec(base.CrModel):
     def _rules(self) -> Self:
         if self.min_replicas > self.max_replicas:
             raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
+        if self.enabled and self.external:
+            raise ValueError(_BOTH)
         if self.enabled and not self.metrics and not self.targets.any_set():
             raise ValueError(
                 "autoscaling.enabled needs at least one of autoscaling.targets or "
                 "autoscaling.metrics"
             )
         return self
+
+    def operator_sets_replicas(self) -> bool:
+        """Whether the operator applies the Deployment's ``replicas`` (neither its own
+        HPA nor an external scaler owns the count)."""
+        return not (self.enabled or self.external)

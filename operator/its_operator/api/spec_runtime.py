@@ -275,6 +275,15 @@ class RuntimeSpec(base.CrModel):
         "reason are decided per camera connection and shown in /ready, in each camera's "
         "stream state and in the its_camera_decode_info metric.",
     )
+    tracker: rc.TrackerKind = spec_fields.runtime_field(
+        rc.RuntimeConfig,
+        "tracker",
+        description="Multi-object tracker of every camera, which line counts, regions, speed "
+        "and the other traffic measures follow. bytetrack (default), sort and ocsort are "
+        "the trackers library's (Apache-2.0); iou is the built-in greedy IoU tracker. "
+        "benchmarks/accuracy.py measures each on generated scenes under detector noise "
+        "(results/accuracy.json); the default is the one it adopts.",
+    )
     startup_timeout_seconds: int = Field(
         1200,
         ge=30,

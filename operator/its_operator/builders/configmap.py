@@ -60,6 +60,7 @@ def runtime_config(p: resource.Pipeline) -> rc.RuntimeConfig:
         server=rc.ServerConfig(),
         scale_out=scale_out(p),
         camera_decode=spec.runtime.decode,
+        tracker=spec.runtime.tracker,
     )
 
 

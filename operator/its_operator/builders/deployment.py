@@ -2,8 +2,9 @@
 
 Choices that matter in production, each fixing a complaint about GPU operators:
 
-* ``replicas`` is left out entirely while autoscaling is on, so server-side apply
-  never takes the field from the HorizontalPodAutoscaler.
+* ``replicas`` is left out entirely while autoscaling is on, or while an external
+  scaler (KEDA) owns it (``autoscaling.external``), so server-side apply never takes
+  the field from the HorizontalPodAutoscaler and drift repair never restores it.
 * The rollout strategy comes from the spec; RollingUpdate defaults to maxSurge 0
   (a surge pod needs a spare GPU; without one the rollout deadlocks).
 * A startup probe as long as ``runtime.startupTimeoutSeconds`` covers a first
@@ -239,7 +240,7 @@ def build(p: resource.Pipeline, *, config_hash: str, secrets_version: str = "") 
             "spec": pod_spec,
         },
     }
-    if not spec.autoscaling.enabled:
+    if spec.autoscaling.operator_sets_replicas():
         deployment_spec["replicas"] = 1 if rt.replicas is None else rt.replicas
     return {
         "apiVersion": "apps/v1",

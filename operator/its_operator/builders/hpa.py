@@ -3,7 +3,7 @@
 Targets map to metrics as follows; Pods metrics need a custom-metrics adapter that
 publishes these names per pod. ``manifests/overlays/monitoring/prometheus-adapter.yaml``
 holds prometheus-adapter rules for exactly these names, computed from series the runtime
-itself exports (``tests/deploy/test_autoscaling_queries.py`` evaluates them on a real
+itself exports (``tests/deploy/test_prometheus_live.py`` evaluates them on a real
 Prometheus scraping a real runtime):
 
 * ``cpuUtilizationPercent`` -> Resource ``cpu`` utilisation of the requests;

@@ -218,6 +218,11 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         ["spec.engineCache.size", "should match"],
     ),
     (
+        "unknown-tracker",
+        {"runtime": {"image": "i", "tracker": "deepsort"}},
+        ["spec.runtime.tracker", 'Unsupported value: "deepsort"'],
+    ),
+    (
         "unknown-field-kept-out",
         {"runtime": {"image": "i", "gpus": 2}},
         [".spec.runtime.gpus: field not declared in schema"],
