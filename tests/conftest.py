@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from its_devenv import cluster as devcluster
+from its_devenv import localrun, private_cluster
 from its_devenv import services as devservices
 
 KEEP = os.environ.get("ITS_KEEP_SERVICES") == "1"
@@ -54,10 +55,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason="gpu: needs a CUDA device"))
 
 
+def _say(config: pytest.Config, line: str) -> None:
+    """One line on the terminal, past pytest's output capture."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+        if reporter:
+            reporter.write_line(f"\n{line}")
+
+
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[devcluster.Cluster]:
+def cluster(pytestconfig: pytest.Config) -> Iterator[devcluster.Cluster]:
+    """The shared dev cluster; a private control plane while a cluster-wide operator
+    (``make demo``'s) acts on the shared one.
+
+    A cluster-wide installation reconciles every namespace no namespaced installation
+    holds, the tests' namespaces too, so beside ``make demo`` the tests would meet the
+    demo's writes (and it theirs). The session then runs on its own control plane (the
+    same binaries, ~6 s to start) and leaves the demo alone.
+    """
     c, started = devcluster.up(quiet=True)
-    yield c
+    acting = localrun.live_cluster_wide_operators(c)
+    if acting:
+        _say(
+            pytestconfig,
+            f"a cluster-wide operator acts on the shared dev cluster ({'; '.join(acting)}), "
+            "e.g. make demo's: this session's tests use a private control plane instead",
+        )
+        with private_cluster.private_cluster() as pc:
+            yield pc.cluster
+    else:
+        yield c
     if started and not KEEP:
         devcluster.down()
 

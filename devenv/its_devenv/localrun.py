@@ -15,6 +15,7 @@ cluster would give them and nothing more:
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import pathlib
@@ -83,6 +84,31 @@ def start_operator(
     )
     env = {"KUBECONFIG": str(kubeconfig), "POD_NAME": pod_name or name}
     return procs.start(name, [exe, *container.get("args", [])], run_dir=run_dir, env=env)
+
+
+def live_cluster_wide_operators(c: devcluster.Cluster) -> list[str]:
+    """``holder (Lease ns/name)`` of every cluster-wide operator installation acting on
+    ``c`` now: its cluster Lease (label ``its.ai/operator-lease=cluster``) is held and
+    was renewed within its duration. ``make demo``'s operator is one."""
+    from its_operator.handlers import election
+
+    out = c.kubectl(
+        "get", "leases", "-A", "-l", f"{election.LABEL_SCOPE}=cluster", "-o", "json", check=False
+    )
+    if out.returncode != 0:
+        return []
+    now = datetime.datetime.now(datetime.UTC)
+    live: list[str] = []
+    for lease in json.loads(out.stdout).get("items", []):
+        spec = lease.get("spec") or {}
+        holder, renewed = spec.get("holderIdentity"), spec.get("renewTime")
+        if not holder or not renewed:
+            continue
+        at = datetime.datetime.fromisoformat(str(renewed).replace("Z", "+00:00"))
+        if (now - at).total_seconds() < float(spec.get("leaseDurationSeconds") or 15):
+            meta = lease["metadata"]
+            live.append(f"{holder} (Lease {meta['namespace']}/{meta['name']})")
+    return live
 
 
 def _script(name: str) -> str | None:

@@ -15,6 +15,16 @@ or two namespaced ones both serving X) must not both act on X either. The rule:
   sees one (cancelling its in-flight reconciles there), logging which holder it
   yields to and exporting ``its_operator_yielded_namespaces``.
 
+Two cluster-wide installations (two overlays applied, each with its own
+``--lease-namespace``) hold two cluster Leases and would both act everywhere. A
+cluster-wide leader therefore lists the other cluster Leases too, and of the live ones
+only the first in ``namespace/name`` order acts: the others stand back while it lives,
+say so in their log and export ``its_operator_active 0`` and
+``its_operator_rival_installations``. The order is the Leases' names, not who came first,
+so a fail-over inside either installation (a new ``acquireTime``) never flips it. An
+installation that wins but sees a live rival when it takes its Lease waits
+``renewDeadline`` before acting, by the same argument as below.
+
 Hand-over without two writers: the cluster-wide leader treats a listing older than
 ``renewDeadline`` as no listing (it then acts on nothing), so it stands back from X at
 most ``renewDeadline`` after a namespaced replica took X's Lease. That replica
@@ -105,6 +115,10 @@ class Leadership:
         }
         # cluster-wide: the other installations' namespace Leases as observed.
         self._foreign: dict[str, election.Observed] = {}
+        # cluster-wide: other cluster-wide installations' Leases, by (namespace, name).
+        self._rivals: dict[tuple[str, str], election.Observed] = {}
+        self._new_term = False
+        self._rival_wait_until = -math.inf
         self._listed_at = -math.inf
         # namespaced: from when (monotonic) each held namespace may be acted on.
         self._ready_at: dict[str, float] = {}
@@ -118,7 +132,9 @@ class Leadership:
         if self._namespaces is None:
             elector = next(iter(self.electors.values()))
             fresh = now - self._listed_at < self.timing.renew_deadline
-            if not (elector.leading and fresh):
+            if not (elector.leading and fresh) or self._outranked(now):
+                return IDLE
+            if now < self._rival_wait_until:
                 return IDLE
             excluded = frozenset(ns for ns, o in self._foreign.items() if o.live(now))
             return View(None, excluded)
@@ -128,6 +144,10 @@ class Leadership:
             if e.leading and now >= self._ready_at.get(ns, math.inf)
         )
         return View(held)
+
+    def _outranked(self, now: float) -> bool:
+        """A live cluster-wide installation whose Lease comes first acts instead of us."""
+        return any(o.live(now) and key < self.cluster_lease for key, o in self._rivals.items())
 
     def acts_on(self, namespace: str | None) -> bool:
         view = self.current()
@@ -150,6 +170,8 @@ class Leadership:
             metrics.LEADER.labels(lease=e.lease).set(1 if e.leading else 0)
         metrics.ACTIVE.set(1 if view.acting else 0)
         metrics.YIELDED.set(len(view.excluded))
+        now = self._clock()
+        metrics.RIVALS.set(sum(1 for o in self._rivals.values() if o.live(now)))
         if view == self.view:
             return
         old, self.view = self.view, view
@@ -174,6 +196,8 @@ class Leadership:
             logger.warning("%s lost Lease %s (not renewed in time)", self.identity, elector.lease)
         if ok and not was and self._namespaces is not None:
             self._ready_at[ns] = await self._namespaced_ready_at()
+        if ok and not was and self._namespaces is None:
+            self._new_term = True
         if self._namespaces is None and elector.leading:
             await self._list_foreign()
 
@@ -182,10 +206,21 @@ class Leadership:
         now = self._clock()
         ns, name = self.cluster_lease
         try:
-            lease = await self.store.get_lease(ns, name)
-        except Exception as exc:  # e.g. no RBAC to read it: assume the worst
-            logger.info("cannot read cluster Lease %s/%s (%s)", ns, name, exc)
-            lease = {"spec": {"holderIdentity": "?"}}
+            # Every cluster-wide installation's Lease, whatever its --lease-namespace.
+            held = [
+                lease
+                for lease in await self.store.list_leases(f"{election.LABEL_SCOPE}=cluster")
+                if ((lease.get("spec") or {}).get("holderIdentity"))
+            ]
+            lease = held[0] if held else None
+            if lease is not None:
+                ns, name = lease["metadata"]["namespace"], lease["metadata"]["name"]
+        except Exception:  # a namespaced installation may only read its own namespaces
+            try:
+                lease = await self.store.get_lease(ns, name)
+            except Exception as exc:  # e.g. no RBAC to read it: assume the worst
+                logger.info("cannot read cluster Lease %s/%s (%s)", ns, name, exc)
+                lease = {"spec": {"holderIdentity": "?"}}
         holder = ((lease or {}).get("spec") or {}).get("holderIdentity")
         if not holder:
             return now
@@ -224,6 +259,38 @@ class Leadership:
                     ns,
                     lease["metadata"]["name"],
                 )
+        try:
+            clusters = await self.store.list_leases(f"{election.LABEL_SCOPE}=cluster")
+        except Exception as exc:
+            logger.warning("listing cluster-wide installations' Leases failed: %s", exc)
+            return
+        rivals: dict[tuple[str, str], election.Observed] = {}
+        for lease in clusters:
+            key = (str(lease["metadata"]["namespace"]), str(lease["metadata"]["name"]))
+            if key == self.cluster_lease:
+                continue
+            o = election.observe(self._rivals.get(key), lease, started)
+            rivals[key] = o
+            if o.live(started) and not (key in self._rivals and self._rivals[key].live(started)):
+                first = key < self.cluster_lease
+                logger.warning(
+                    "another cluster-wide installation acts on every namespace too (%s holds "
+                    "Lease %s/%s): %s. Of overlapping cluster-wide installations only the "
+                    "first Lease in namespace/name order acts; remove one, or give both the "
+                    "same --lease-namespace so that their replicas elect one leader",
+                    o.holder,
+                    *key,
+                    "this one stands back while it lives"
+                    if first
+                    else f"it stands back, this one ({self.cluster_lease[0]}/"
+                    f"{self.cluster_lease[1]}) acts",
+                )
+        self._rivals = rivals
+        if self._new_term:
+            self._new_term = False
+            if any(o.live(started) and key > self.cluster_lease for key, o in rivals.items()):
+                # A rival that comes later may have acted while our Lease was vacant.
+                self._rival_wait_until = started + self.timing.renew_deadline
         self._foreign = seen
         self._listed_at = started
 
@@ -237,6 +304,8 @@ class Leadership:
                     wake = min(wake, e.deadline)
                 if ns in self._ready_at and self._clock() < self._ready_at[ns]:
                     wake = min(wake, self._ready_at[ns])
+            if self._clock() < self._rival_wait_until:
+                wake = min(wake, self._rival_wait_until)
             await asyncio.sleep(max(0.0, wake - self._clock()))
             self._publish()  # a deadline or a wait may have passed while we slept
 

@@ -47,3 +47,8 @@ YIELDED = prometheus_client.Gauge(
     f"{PREFIX}_yielded_namespaces",
     "Namespaces this cluster-wide leader leaves to a namespaced installation holding them.",
 )
+RIVALS = prometheus_client.Gauge(
+    f"{PREFIX}_rival_installations",
+    "Other live cluster-wide installations (their own cluster Lease) this leader sees; "
+    "of overlapping cluster-wide installations only the first Lease acts.",
+)

@@ -1,7 +1,8 @@
 """Lease leader election on the real API server, judged by its audit log.
 
 Two replicas of one installation, and two installations whose scopes overlap (a
-cluster-wide one and a namespaced one), must never write at the same time: in the
+cluster-wide one and a namespaced one, or two cluster-wide ones with Leases of their
+own), must never write at the same time: in the
 audit log the operator's writes (user agent ``its-operator/ (<identity>)``) change
 identity at most once per hand-over and never interleave.
 """
@@ -195,8 +196,9 @@ def test_cluster_wide_and_namespaced_installations_never_both_write(
     audit: Any,
     restricted: pathlib.Path,
 ) -> None:
-    # Both installations keep their cluster-wide Lease in the test's namespace, so the
-    # test neither meets nor disturbs another cluster-wide operator (make demo's).
+    # The cluster-wide Lease lives in the test's namespace (which the restricted account
+    # may write); beside make demo the session runs on a private control plane, so no
+    # other cluster-wide installation is met (tests/conftest.py).
     where = ("--lease-namespace", kube.ns)
     mark = audit.mark()
     wide = operator(*FAST, *where, scope=("--all-namespaces",), kubeconfig=restricted)
@@ -223,3 +225,56 @@ def test_cluster_wide_and_namespaced_installations_never_both_write(
     assert lease["spec"]["holderIdentity"] == ""  # released
     print(f"the cluster-wide operator resumed the namespace {back:.1f} s after the release")
     assert back < 10, back
+
+
+@pytest.mark.timeout(180)
+def test_two_cluster_wide_installations_elect_one_writer_across_their_leases(
+    kube: Any,
+    operator: Any,
+    spec_of: Any,
+    pipeline: Any,
+    wait_until: Any,
+    audit: Any,
+    restricted: pathlib.Path,
+) -> None:
+    # Two overlays applied side by side: each its own cluster Lease (its-a-cluster,
+    # its-b-cluster). Before, both acted on every namespace; now the first Lease in
+    # namespace/name order acts and the other stands back, whichever started first.
+    wide = ("--all-namespaces",)
+    mark = audit.mark()
+    later = operator(
+        *FAST,
+        "--lease-namespace",
+        kube.ns,
+        "--lease-name",
+        "its-b",
+        scope=wide,
+        kubeconfig=restricted,
+    )
+    wait_until(lambda: later.metric("its_operator_active") == 1, 20, what="b acts alone")
+    kube.apply(pipeline("shared", spec_of()))
+    wait_until(lambda: kube.ready("shared"), 40, what="ready (by b)")
+
+    first = operator(
+        *FAST,
+        "--lease-namespace",
+        kube.ns,
+        "--lease-name",
+        "its-a",
+        scope=wide,
+        kubeconfig=restricted,
+    )
+    wait_until(lambda: first.metric("its_operator_active") == 1, 30, what="a acts")
+    assert later.metric("its_operator_active") == 0
+    assert later.metric("its_operator_rival_installations") == 1
+    assert first.metric("its_operator_rival_installations") == 1
+    assert "this one stands back while it lives" in later.text()
+    kube.cluster.kubectl("delete", "configmap", "shared-config", "-n", kube.ns)
+    wait_until(lambda: kube.get("configmap", "shared-config"), 20, what="repaired by a")
+
+    first.stop()  # uninstalled: its Lease released, b acts again
+    kube.cluster.kubectl("delete", "configmap", "shared-config", "-n", kube.ns)
+    wait_until(lambda: kube.get("configmap", "shared-config"), 30, what="repaired by b")
+
+    runs = _assert_never_interleaved(_writes_by_identity(audit, mark, kube.ns))
+    assert runs == [later.identity, first.identity, later.identity], runs

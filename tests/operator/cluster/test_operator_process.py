@@ -84,17 +84,24 @@ def test_killed_mid_reconcile_converges_without_duplicates(
     kube: Any, operator: Any, spec_of: SpecOf, pipeline: Doc, wait_until: Any
 ) -> None:
     op = operator()
-    kube.apply(pipeline("crash", spec_of(engineCache={"retention": "Delete"})))
+    # Beside a cluster-wide installation (make demo's) the namespaced one acts only once
+    # the other has stood back; a pipeline created before that is the cluster-wide
+    # one's to apply, and this operator would find nothing left to apply (and nothing
+    # to be killed in the middle of).
     wait_until(
-        lambda: "applying" in op.text(),
+        lambda: op.metric("its_operator_active") == 1,
         10 + _cluster_wide_wait(kube),
-        interval=0.02,
-        what="first apply",
+        what="the operator acting",
     )
+    kube.apply(pipeline("crash", spec_of(engineCache={"retention": "Delete"})))
+    wait_until(lambda: "applying" in op.text(), 10, interval=0.02, what="first apply")
     op.kill()  # SIGKILL, somewhere among the child applies
     applied_before = op.text().count("applying ")
     op2 = operator()
-    wait_until(lambda: kube.ready("crash"), 30, what="ready after restart")
+    # op2 takes the Lease once op's expires (12 s), then waits as op did.
+    wait_until(
+        lambda: kube.ready("crash"), 30 + _cluster_wide_wait(kube), what="ready after restart"
+    )
     selector = f"{meta.LABEL_INSTANCE}=crash"
     counts = Counter(
         item["kind"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from its_operator.handlers import election, leadership
+from its_operator.handlers import election, leadership, metrics
 
 TIMING = election.Timing(15.0, 10.0, 2.0)  # client-go's defaults (ours: 12 / 8 / 2)
 
@@ -280,3 +280,73 @@ async def test_losing_the_lease_reports_the_change_so_reconciles_are_cancelled()
     await _round(wide)
     assert changes == [(False, True), (True, False)]
     assert not wide.is_open
+
+
+def _wide(store: FakeLeases, clock: Clock, identity: str, lease_ns: str) -> leadership.Leadership:
+    return leadership.Leadership(
+        store,
+        identity=identity,
+        namespaces=None,
+        lease_name="its-operator",
+        lease_namespace=lease_ns,
+        timing=TIMING,
+        clock=clock,
+    )
+
+
+async def test_two_cluster_wide_installations_with_their_own_leases_never_both_act() -> None:
+    # Two overlays applied side by side, each with its own --lease-namespace: two cluster
+    # Leases, both held. Only the first Lease in namespace/name order acts.
+    store, clock = FakeLeases(), Clock()
+    late = _wide(store, clock, "late", "z-system")
+    await _round(late)
+    assert late.acts_on("x")  # alone: at once
+    early = _wide(store, clock, "early", "a-system")  # sorts first: it wins, but not yet
+    for _ in range(20):
+        await _round(early, late)
+        assert not (early.acts_on("x") and late.acts_on("x"))
+        clock.now += TIMING.retry_period
+    assert early.acts_on("x")
+    assert early.acts_on("y")
+    assert not late.is_open
+    assert metrics.RIVALS._value.get() == 1  # late's, published last
+    # The winner's own fail-over (a new holder, a new acquireTime) does not flip it.
+    await early.release()
+    standby = _wide(store, clock, "early-standby", "a-system")
+    await _round(standby)
+    assert standby.electors["a-system"].leading
+    for _ in range(20):
+        await _round(standby, late)
+        assert not (standby.acts_on("x") and late.acts_on("x"))
+        clock.now += TIMING.retry_period
+    assert standby.acts_on("x")
+    assert not late.acts_on("x")
+
+
+async def test_the_other_cluster_wide_installation_acts_once_the_first_is_gone() -> None:
+    store, clock = FakeLeases(), Clock()
+    early, late = _wide(store, clock, "early", "a-system"), _wide(store, clock, "late", "z")
+    await _round(early, late)
+    assert early.acts_on("x")
+    assert not late.acts_on("x")
+    store.objects.pop(("a-system", "its-operator-cluster"))  # uninstalled; it stopped
+    early.electors["a-system"].abdicate()
+    await _round(late)
+    assert late.acts_on("x")
+
+
+async def test_a_namespaced_installation_waits_for_a_cluster_wide_one_of_any_lease_namespace() -> (
+    None
+):
+    store, clock = FakeLeases(), Clock()
+    wide = _wide(store, clock, "wide", "elsewhere")
+    await _round(wide)
+    narrow = _scope(store, clock, "narrow", ["x"])  # its cluster Lease would be its-system's
+    await _round(narrow)
+    assert not narrow.acts_on("x")  # the cluster-wide one may still act on x
+    for _ in range(int(TIMING.renew_deadline / TIMING.retry_period)):
+        clock.now += TIMING.retry_period
+        await _round(wide, narrow)
+        assert not (wide.acts_on("x") and narrow.acts_on("x"))
+    assert narrow.acts_on("x")
+    assert not wide.acts_on("x")
