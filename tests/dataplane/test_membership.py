@@ -177,6 +177,38 @@ def test_lease_writes_do_not_grow_with_cameras(
     assert calls == {"create": 3, "replace": 12}
 
 
+async def test_a_resumed_pod_refuses_frames_between_its_first_renew_and_the_decision(
+    lease_api: leases.KubernetesLeaseApi, namespace: str
+) -> None:
+    """SIGCONT after the others took over: the resumed pod's first tick (a thread)
+    renews, which lifts the fence, before the event loop applies the decision that
+    drops the cameras. Frames checked in that gap must be refused: the fleet test saw
+    30 ms of the resumed pod's detections between a survivor's (runs a, c, a, c, a)."""
+    clock, pods, running = settled_trio(lease_api, namespace)
+    stalled = pods["rt-c"]
+
+    async def on_change(run: frozenset[str]) -> None:
+        pass
+
+    coord = coordinator.Coordinator(stalled, on_change)
+    for m in ("rt-a", "rt-b"):
+        pods[m].tick()
+    await coord.tick_once()
+    lost = running["rt-c"]
+    assert lost
+    assert all(coord.may_analyse(cam) for cam in lost)
+    pods.pop("rt-c")  # SIGSTOP
+    for _ in range(24):
+        running = run_round(pods, clock, step=1.0)
+    assert lost <= running["rt-a"] | running["rt-b"]
+    assert not any(coord.may_analyse(cam) for cam in lost)  # fenced
+    # SIGCONT: the tick's thread has finished, the loop has not yet applied it.
+    decision = stalled.tick()
+    assert not stalled.fenced()
+    assert not decision.run & lost
+    assert not any(coord.may_analyse(cam) for cam in lost)
+
+
 async def test_coordinators_on_real_time_split_cameras_and_take_over_on_release(
     lease_api: leases.KubernetesLeaseApi, namespace: str
 ) -> None:

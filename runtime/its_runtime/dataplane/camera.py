@@ -234,6 +234,11 @@ class CameraPipeline:
                 detections = await self._infer(frame)
                 if detections is None:
                     continue
+                if self._may_analyse is not None and not self._may_analyse(self.camera.name):
+                    # Lost (or fenced) while the frame was in inference, e.g. frozen by
+                    # SIGSTOP mid-batch: its results are not this pod's to emit.
+                    self.stats.on_dropped("not_owner")
+                    continue
                 try:
                     # Boxes come back in input coordinates: onto the frame (letterbox).
                     self._analyse(frame, frame.to_source(detections))

@@ -75,8 +75,18 @@ class Coordinator:
         self._stopped = asyncio.Event()
 
     def may_analyse(self, camera: str) -> bool:
-        """Checked per frame: this pod holds ``camera`` and is not fenced."""
-        return camera in self._running and not self.member.fenced()
+        """Checked per frame: this pod holds ``camera`` and is not fenced.
+
+        Both sets must hold it: ``self._running`` (what the loop applied: a camera
+        gained is refused until its pipeline is started) and the membership's own
+        (what the last tick decided, set in the tick's thread before the renew lifts
+        the fence). Without the second, a pod resumed after SIGSTOP analysed frames
+        for the moment between its first renew and the loop applying that tick's
+        decision, while a survivor held the camera. The fence is read first: once it
+        reads lifted, the tick's decision is already in place."""
+        if self.member.fenced():
+            return False
+        return camera in self.member.running and camera in self._running
 
     def view(self) -> OwnershipView:
         d = self._decision

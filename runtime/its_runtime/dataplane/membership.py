@@ -187,6 +187,12 @@ class Membership:
         self._own_version = rec.resource_version
 
     # -- one round ----------------------------------------------------------------
+    @property
+    def running(self) -> frozenset[str]:
+        """The cameras the last tick decided to run (empty as soon as a tick finds the
+        pod fenced, before it renews)."""
+        return self._running
+
     def fenced(self, now: float | None = None) -> bool:
         """True when this pod must not analyse: no successful tick for ``fence_s``."""
         if self._last_ok is None:
