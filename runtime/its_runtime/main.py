@@ -53,12 +53,22 @@ async def drain(services: Services, timeout_s: float) -> bool:
     services.readiness.draining = True
     metrics.DRAINING.set(1)
     metrics.READY.set(0)
-    log.info("draining: %d frames queued", services.batcher.queue_depth)
+    log.info(
+        "draining: %d frames queued, %d requests admitted",
+        services.batcher.queue_depth,
+        services.admitting,
+    )
     for hook in services.drain_hooks:
         try:
             await asyncio.wait_for(hook(), max(0.0, deadline - time.monotonic()))
         except Exception:
             log.exception("drain hook failed")
+    # Requests admitted before the drain began are still reading or decoding: let
+    # their frames reach the queue before the batcher closes it (no new ones come:
+    # draining refuses them at the door).
+    if services.admitting > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(services.admitted.wait(), max(0.0, deadline - time.monotonic()))
     finished = await services.batcher.drain(grace_s=max(0.0, deadline - time.monotonic()))
     # Handlers whose frames just finished still have to write their responses.
     if services.in_flight > 0:

@@ -39,12 +39,22 @@ def parse(text: str | int | float) -> decimal.Decimal:
     m = _RE.match(text.strip())
     if m is None:
         raise ValueError(f"not a quantity: {text!r}")
-    number, suffix = decimal.Decimal(m.group(1)), m.group(2) or ""
-    if suffix in _BINARY:
-        return number * _BINARY[suffix]
-    if suffix in _DECIMAL:
-        return number * _DECIMAL[suffix]
-    return number * (decimal.Decimal(10) ** int(suffix[1:]))
+    # Exact, whatever the API server admitted: enough digits for the longest number
+    # the schema allows (64 characters) times 2**60, and any int32 exponent (what
+    # resource.ParseQuantity reads); past that, a ValueError rather than an
+    # ArithmeticError escaping (".1E1000000" overflowed the default context).
+    with decimal.localcontext() as ctx:
+        ctx.prec, ctx.Emax, ctx.Emin = 100, decimal.MAX_EMAX, decimal.MIN_EMIN
+        ctx.traps[decimal.Inexact] = True
+        try:
+            number, suffix = decimal.Decimal(m.group(1)), m.group(2) or ""
+            if suffix in _BINARY:
+                return number * _BINARY[suffix]
+            if suffix in _DECIMAL:
+                return number * _DECIMAL[suffix]
+            return number.scaleb(int(suffix[1:]))
+        except ArithmeticError as exc:
+            raise ValueError(f"quantity out of range: {text!r}") from exc
 
 
 def same(a: object, b: object) -> bool:
@@ -53,5 +63,5 @@ def same(a: object, b: object) -> bool:
         return False
     try:
         return parse(a) == parse(b)
-    except (ValueError, decimal.InvalidOperation):
+    except ValueError:
         return False

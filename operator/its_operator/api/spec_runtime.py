@@ -9,11 +9,11 @@ sets from ``database``/``cache``) sit next to the fields they guard.
 from __future__ import annotations
 
 import enum
-from typing import Self
+from typing import Any, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
-from its_operator.api import base, spec_fields
+from its_operator.api import base, quantities, spec_fields
 from its_runtime import config as rc
 
 #: Environment variables the operator itself sets from ``database``/``cache``, and the
@@ -134,7 +134,46 @@ class Toleration(base.CrModel):
     )
 
 
+_RESOURCE_FIELDS = {
+    "cpu": "cpu",
+    "memory": "memory",
+    "cpuLimit": "cpu_limit",
+    "memoryLimit": "memory_limit",
+}
+_LIMITS = {"cpuLimit": "cpu", "memoryLimit": "memory"}
+
+
+def _resource_rules() -> list[Any]:
+    """What the Deployment would refuse, refused at admission instead: a negative
+    request or limit, or a limit below its request."""
+    rules = []
+    for wire in _RESOURCE_FIELDS:
+        test = spec_fields.cel_unless_malformed(
+            f"self.{wire}", f"!quantity(self.{wire}).isLessThan(quantity('0'))"
+        )
+        rule = test if wire in ("cpu", "memory") else f"!has(self.{wire}) || {test}"
+        rules.append(base.cel(rule, f"runtime.resources.{wire} must not be negative", f".{wire}"))
+    for limit, request in _LIMITS.items():
+        rules.append(
+            base.cel(
+                f"!has(self.{limit}) || "
+                + spec_fields.cel_unless_malformed(
+                    f"self.{request}",
+                    spec_fields.cel_unless_malformed(
+                        f"self.{limit}",
+                        f"quantity(self.{limit}).compareTo(quantity(self.{request})) >= 0",
+                    ),
+                ),
+                f"runtime.resources.{limit} must be at least runtime.resources.{request}",
+                f".{limit}",
+            )
+        )
+    return rules
+
+
 class ResourcesSpec(base.CrModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _resource_rules()})
+
     gpu: int = Field(
         1, ge=0, le=16, description="GPUs per replica (requests = limits); 0 runs on CPU."
     )
@@ -145,12 +184,38 @@ class ResourcesSpec(base.CrModel):
         pattern=r"^[a-z0-9.\-]+/[a-zA-Z0-9.\-_]+$",
         description="Extended resource that counts GPUs (e.g. a MIG profile resource).",
     )
-    cpu: spec_fields.Quantity = Field("2", description="CPU request per replica.")
-    memory: spec_fields.Quantity = Field("8Gi", description="Memory request per replica.")
-    cpu_limit: spec_fields.Quantity | None = Field(None, description="CPU limit; unset means none.")
-    memory_limit: spec_fields.Quantity | None = Field(
-        None, description="Memory limit; unset means equal to the request."
+    cpu: spec_fields.Quantity = Field(
+        "2",
+        description="CPU request per replica.",
     )
+    memory: spec_fields.Quantity = Field(
+        "8Gi",
+        description="Memory request per replica.",
+    )
+    cpu_limit: spec_fields.Quantity | None = Field(
+        None,
+        description="CPU limit; unset means none.",
+    )
+    memory_limit: spec_fields.Quantity | None = Field(
+        None,
+        description="Memory limit; unset means equal to the request.",
+    )
+
+    @model_validator(mode="after")
+    def _deployable(self) -> Self:
+        values = {wire: getattr(self, attr) for wire, attr in _RESOURCE_FIELDS.items()}
+        for wire, value in values.items():
+            if value is not None and quantities.parse(value) < 0:
+                raise ValueError(f"runtime.resources.{wire} must not be negative")
+        for limit, request in _LIMITS.items():
+            limit_value = values[limit]
+            if limit_value is not None and quantities.parse(limit_value) < quantities.parse(
+                values[request]
+            ):
+                raise ValueError(
+                    f"runtime.resources.{limit} must be at least runtime.resources.{request}"
+                )
+        return self
 
 
 class ImagePullPolicy(enum.StrEnum):

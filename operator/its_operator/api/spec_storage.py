@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from its_operator.api import base, spec_fields
 
@@ -32,14 +32,15 @@ class EngineCacheSpec(base.CrModel):
         "20Gi",
         description="PVC size; it may only grow. The runtime evicts past 90% of it.",
         json_schema_extra={
-            "x-kubernetes-validations": [
-                base.cel(
-                    "quantity(self).compareTo(quantity(oldSelf)) >= 0",
-                    "engineCache.size may only grow (a PersistentVolumeClaim cannot shrink)",
-                )
-            ]
+            "x-kubernetes-validations": spec_fields.volume_size_rules("engineCache.size")
         },
     )
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        return spec_fields.check_volume_size(value, "engineCache.size")
+
     storage_class_name: str | None = Field(
         None,
         max_length=253,
@@ -95,14 +96,15 @@ class JournalSpec(base.CrModel):
         "4Gi",
         description="PVC size; it may only grow. Holds up to one full journal (256Mi) per replica.",
         json_schema_extra={
-            "x-kubernetes-validations": [
-                base.cel(
-                    "quantity(self).compareTo(quantity(oldSelf)) >= 0",
-                    "journal.size may only grow (a PersistentVolumeClaim cannot shrink)",
-                )
-            ]
+            "x-kubernetes-validations": spec_fields.volume_size_rules("journal.size")
         },
     )
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        return spec_fields.check_volume_size(value, "journal.size")
+
     storage_class_name: str | None = Field(
         None,
         max_length=253,

@@ -22,8 +22,9 @@ from its_runtime import config as rc
 
 #: Where the engine-cache volume is mounted (and the runtime keeps its engines).
 ENGINE_CACHE_DIR = rc.EngineCacheConfig.model_fields["dir"].default
-#: Fraction of the PVC the runtime may fill before it evicts old engines.
-ENGINE_CACHE_FILL = 0.9
+#: Percent of the PVC the runtime may fill before it evicts old engines (integer
+#: arithmetic: a float product overflowed on "1E310").
+ENGINE_CACHE_FILL_PERCENT = 90
 
 
 def runtime_config(p: resource.Pipeline) -> rc.RuntimeConfig:
@@ -53,7 +54,9 @@ def runtime_config(p: resource.Pipeline) -> rc.RuntimeConfig:
         database=database,
         engine_cache=rc.EngineCacheConfig(
             dir=ENGINE_CACHE_DIR,
-            max_bytes=max(1024 * 1024, int(spec.engine_cache_bytes() * ENGINE_CACHE_FILL)),
+            max_bytes=max(
+                1024 * 1024, spec.engine_cache_bytes() * ENGINE_CACHE_FILL_PERCENT // 100
+            ),
         ),
         gpu=spec.gpu,
         slo=spec.slo,

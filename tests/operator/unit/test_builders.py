@@ -73,7 +73,7 @@ def test_configmap_holds_the_runtime_config_the_runtime_parses(make_pipeline: Ma
     assert parsed.database.pool_max_size == 4
     assert parsed.cache.redis_url_env == rc.REDIS_URL_ENV
     assert parsed.cache.ttl_seconds == 2
-    assert parsed.engine_cache.max_bytes == int(10 * 2**30 * configmap.ENGINE_CACHE_FILL)
+    assert parsed.engine_cache.max_bytes == 10 * 2**30 * configmap.ENGINE_CACHE_FILL_PERCENT // 100
     assert "dsn" not in cm["data"][rc.CONFIGMAP_KEY].replace("dsnEnv", "")
 
 

@@ -44,6 +44,20 @@ def test_ready_is_false_until_warm_up_has_finished(serve: ServeFn) -> None:
 
 
 @pytest.mark.slow
+async def detect_requests_arrived(s: aiohttp.ClientSession, url: str) -> int:
+    """/v1/detect requests in the handler or answered, from the server's metrics
+    (the scrape itself is one of ``its_requests_in_flight``)."""
+    async with s.get(url + "/metrics") as r:
+        text = await r.text()
+    in_flight = answered = 0.0
+    for line in text.splitlines():
+        if line.startswith("its_requests_in_flight "):
+            in_flight = float(line.split()[-1]) - 1
+        elif line.startswith("its_requests_total{") and '"/v1/detect"' in line:
+            answered += float(line.split()[-1])
+    return int(in_flight + answered)
+
+
 async def test_sigterm_answers_queued_frames_then_exits(serve: ServeFn) -> None:
     server = serve(
         model="slow",
@@ -56,7 +70,11 @@ async def test_sigterm_answers_queued_frames_then_exits(serve: ServeFn) -> None:
             asyncio.create_task(post(s, server.url + "/v1/detect", payload, headers=headers))
             for _ in range(6)
         ]
-        await asyncio.sleep(0.25)  # all six are queued or running (~0.1 s each)
+        # All six have reached the handler (queued, running or answered; ~0.1 s each):
+        # a fixed sleep let the sixth arrive after SIGTERM on a loaded machine (503).
+        deadline = time.monotonic() + 20
+        while await detect_requests_arrived(s, server.url) < 6:
+            assert time.monotonic() < deadline, "six /v1/detect requests never arrived"
         server.proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.1)
         async with s.get(server.url + "/ready") as r:
@@ -71,8 +89,10 @@ async def test_sigterm_answers_queued_frames_then_exits(serve: ServeFn) -> None:
     assert await asyncio.to_thread(server.proc.wait, 30) == 0
     log = server.log()
     assert "drained (complete)" in log
-    queued = int(log.split("draining: ")[1].split(" frames queued")[0])
-    assert queued >= 2, log  # the drain really had queued work to finish
+    started = log.split("draining: ")[1]
+    queued = int(started.split(" frames queued")[0])
+    admitted = int(started.split("queued, ")[1].split(" requests admitted")[0])
+    assert queued + admitted >= 2, log  # the drain really had work to finish
 
 
 def run_runtime(config_path: pathlib.Path) -> subprocess.CompletedProcess[str]:

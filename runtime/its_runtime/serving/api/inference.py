@@ -206,18 +206,20 @@ async def detect(request: web.Request) -> web.Response:
     started = time.monotonic()
     services = request.app[SERVICES]
     _refuse_if_draining(services)
-    body = await _read_body(request, services)
-    if request.content_type == "application/json":
-        doc = _parse_json(body)
-        if not isinstance(doc, dict):
-            raise problems.bad_request("JSON body must be an object with 'image' or 'array'")
-        meta = _parse_meta(request, doc, fallback=None)
-        payload = decoding.json_payload(doc, "")
-    else:
-        meta = _parse_meta(request, {}, fallback=None)
-        payload = decoding.binary_payload(request.content_type, body)
-    (frame,) = await decoding.decode_all(services, request.app[DECODER], [payload], [""])
-    det = await _infer(services, frame.tensor, meta, started)
+    with services.admission() as admission:
+        body = await _read_body(request, services)
+        if request.content_type == "application/json":
+            doc = _parse_json(body)
+            if not isinstance(doc, dict):
+                raise problems.bad_request("JSON body must be an object with 'image' or 'array'")
+            meta = _parse_meta(request, doc, fallback=None)
+            payload = decoding.json_payload(doc, "")
+        else:
+            meta = _parse_meta(request, {}, fallback=None)
+            payload = decoding.binary_payload(request.content_type, body)
+        (frame,) = await decoding.decode_all(services, request.app[DECODER], [payload], [""])
+        admission.release()  # the submit below queues the frame before it first yields
+        det = await _infer(services, frame.tensor, meta, started)
     out = _frame_result(services, meta, det, frame.fit)
     out["latency_ms"] = round((time.monotonic() - started) * 1000.0, 3)
     return web.json_response(out)
@@ -233,49 +235,57 @@ async def detect_batch(request: web.Request) -> web.Response:
     started = time.monotonic()
     services = request.app[SERVICES]
     _refuse_if_draining(services)
-    body = await _read_body(request, services)
-    decoder = request.app[DECODER]
-    metas: list[FrameMeta]
-    decoded: list[Decoded]
-    if request.content_type == "application/json":
-        doc = _parse_json(body)
-        frames = doc.get("frames") if isinstance(doc, dict) else None
-        if not isinstance(frames, list) or not frames:
-            raise problems.bad_request("JSON body must be an object with a non-empty 'frames' list")
-        decoding.check_count(len(frames), MAX_BATCH_FRAMES)
-        shared = _parse_meta(request, doc, fallback=None)
-        metas, payloads, wheres = [], [], []
-        for i, frame in enumerate(frames):
-            where = f"frames[{i}]."
-            if not isinstance(frame, dict):
-                raise problems.bad_request(f"frames[{i}] must be an object")
-            metas.append(_parse_meta(request, frame, where, fallback=shared))
-            payloads.append(decoding.json_payload(frame, where))
-            wheres.append(where)
-        decoded = await decoding.decode_all(services, decoder, payloads, wheres)
-    else:
-        payload = decoding.binary_payload(request.content_type, body)
-        if payload.kind != "npy":
-            raise problems.unsupported_media(
-                "the batch form takes application/json frames or one (N, C, H, W) .npy array"
+    admission = services.admission()
+    try:
+        body = await _read_body(request, services)
+        decoder = request.app[DECODER]
+        metas: list[FrameMeta]
+        decoded: list[Decoded]
+        if request.content_type == "application/json":
+            doc = _parse_json(body)
+            frames = doc.get("frames") if isinstance(doc, dict) else None
+            if not isinstance(frames, list) or not frames:
+                raise problems.bad_request(
+                    "JSON body must be an object with a non-empty 'frames' list"
+                )
+            decoding.check_count(len(frames), MAX_BATCH_FRAMES)
+            shared = _parse_meta(request, doc, fallback=None)
+            metas, payloads, wheres = [], [], []
+            for i, frame in enumerate(frames):
+                where = f"frames[{i}]."
+                if not isinstance(frame, dict):
+                    raise problems.bad_request(f"frames[{i}] must be an object")
+                metas.append(_parse_meta(request, frame, where, fallback=shared))
+                payloads.append(decoding.json_payload(frame, where))
+                wheres.append(where)
+            decoded = await decoding.decode_all(services, decoder, payloads, wheres)
+        else:
+            payload = decoding.binary_payload(request.content_type, body)
+            if payload.kind != "npy":
+                raise problems.unsupported_media(
+                    "the batch form takes application/json frames or one (N, C, H, W) .npy array"
+                )
+            shared = _parse_meta(request, {}, fallback=None)
+            decoded = await asyncio.get_running_loop().run_in_executor(
+                services.decode_pool, decoding.split_npy, decoder, body, MAX_BATCH_FRAMES
             )
-        shared = _parse_meta(request, {}, fallback=None)
-        decoded = await asyncio.get_running_loop().run_in_executor(
-            services.decode_pool, decoding.split_npy, decoder, body, MAX_BATCH_FRAMES
+            metas = [shared] * len(decoded)
+        if services.batcher.free_slots < len(decoded):
+            metrics.ERRORS.labels("queue_full").inc()
+            raise problems.ApiError(
+                429,
+                "queue_full",
+                f"queue has room for {services.batcher.free_slots} frames, not {len(decoded)}; "
+                "retry later",
+            )
+        # gather schedules the submits before the drain can resume: they queue first.
+        pending = asyncio.gather(
+            *(_infer(services, f.tensor, m, started) for f, m in zip(decoded, metas, strict=True)),
+            return_exceptions=True,
         )
-        metas = [shared] * len(decoded)
-    if services.batcher.free_slots < len(decoded):
-        metrics.ERRORS.labels("queue_full").inc()
-        raise problems.ApiError(
-            429,
-            "queue_full",
-            f"queue has room for {services.batcher.free_slots} frames, not {len(decoded)}; "
-            "retry later",
-        )
-    outcomes = await asyncio.gather(
-        *(_infer(services, f.tensor, m, started) for f, m in zip(decoded, metas, strict=True)),
-        return_exceptions=True,
-    )
+    finally:
+        admission.release()
+    outcomes = await pending
     results: list[dict[str, Any]] = []
     for meta, frame, outcome in zip(metas, decoded, outcomes, strict=True):
         if isinstance(outcome, problems.ApiError):

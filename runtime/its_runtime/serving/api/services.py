@@ -53,6 +53,12 @@ class Services:
     in_flight: int = 0
     #: Set while no HTTP request is being handled.
     idle: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    #: Requests past the draining check whose frames are not yet in the batcher (body
+    #: read, decode): a drain waits for them before it closes the batcher, so a request
+    #: accepted before SIGTERM is answered, not refused with 503 half-way.
+    admitting: int = 0
+    #: Set while ``admitting`` is 0.
+    admitted: asyncio.Event = dataclasses.field(default_factory=lambda: _set(asyncio.Event()))
     #: Awaited (in order) when draining starts, before the batcher drains: extensions
     #: stop their own intake here (e.g. camera readers stop submitting frames).
     drain_hooks: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
@@ -62,10 +68,44 @@ class Services:
     fatal: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     fatal_reason: str | None = None
 
+    def admission(self) -> Admission:
+        """Count a request as admitted until its frames are queued (``release``)."""
+        return Admission(self)
+
     def set_fatal(self, reason: str) -> None:
         if self.fatal_reason is None:
             self.fatal_reason = reason
         self.fatal.set()
+
+
+def _set(event: asyncio.Event) -> asyncio.Event:
+    event.set()
+    return event
+
+
+class Admission:
+    """One request between the draining check and the batcher; ``release`` right
+    before the frames are submitted (the submit queues them before it first yields),
+    or on leaving the ``with`` block, whichever comes first."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._open = True
+        services.admitting += 1
+        services.admitted.clear()
+
+    def release(self) -> None:
+        if self._open:
+            self._open = False
+            self._services.admitting -= 1
+            if self._services.admitting == 0:
+                self._services.admitted.set()
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 SERVICES = web.AppKey("its_services", Services)
