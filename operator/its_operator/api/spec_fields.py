@@ -28,6 +28,7 @@ QUANTITY_PATTERN = (
 )
 #: The largest volume size a pipeline may ask for.
 MAX_VOLUME_SIZE = "1Pi"
+_MAX_VOLUME_BYTES = quantities.parse(MAX_VOLUME_SIZE)
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DURATION_PATTERN = r"^[0-9]+(ms|s|m|h)$"
 PERCENT_PATTERN = r"^[0-9]+%$"
@@ -36,13 +37,14 @@ ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)]
 
 
-def cel_unless_malformed(value: str, rule: str) -> str:
-    """``rule`` (which calls CEL's ``quantity()`` on ``value``), evaluated only when
-    ``value`` matches ``QUANTITY_PATTERN``. The API server runs CEL rules even on a
+def cel_unless_malformed(rule: str, *values: str) -> str:
+    """``rule`` (which calls CEL's ``quantity()`` on ``values``), evaluated only when
+    every value matches ``QUANTITY_PATTERN``. The API server runs CEL rules even on a
     field whose pattern failed, and ``quantity("-7.3e-491155102")`` ran past its
     request timeout (a 504): the pattern, checked in linear time by RE2, guards it,
     and its own error is the one the user sees."""
-    return f"!{value}.matches(r'{QUANTITY_PATTERN}') || ({rule})"
+    guards = "".join(f"!{v}.matches(r'{QUANTITY_PATTERN}') || " for v in values)
+    return f"{guards}({rule})"
 
 
 def volume_size_rules(field: str) -> list[Any]:
@@ -52,14 +54,14 @@ def volume_size_rules(field: str) -> list[Any]:
     return [
         base.cel(
             cel_unless_malformed(
-                "self",
                 f"quantity(self).isGreaterThan(quantity('0')) && "
                 f"quantity(self).compareTo(quantity('{MAX_VOLUME_SIZE}')) <= 0",
+                "self",
             ),
             f"{field} must be more than 0 and at most {MAX_VOLUME_SIZE}",
         ),
         base.cel(
-            cel_unless_malformed("self", "quantity(self).compareTo(quantity(oldSelf)) >= 0"),
+            cel_unless_malformed("quantity(self).compareTo(quantity(oldSelf)) >= 0", "self"),
             f"{field} may only grow (a PersistentVolumeClaim cannot shrink)",
         ),
     ]
@@ -67,7 +69,7 @@ def volume_size_rules(field: str) -> list[Any]:
 
 def check_volume_size(value: str, field: str) -> str:
     """``volume_size_rules``' bound in Python (the growth rule needs the old object)."""
-    if not 0 < quantities.parse(value) <= quantities.parse(MAX_VOLUME_SIZE):
+    if not 0 < quantities.parse(value) <= _MAX_VOLUME_BYTES:
         raise ValueError(f"{field} must be more than 0 and at most {MAX_VOLUME_SIZE}")
     return value
 

@@ -149,7 +149,7 @@ def _resource_rules() -> list[Any]:
     rules = []
     for wire in _RESOURCE_FIELDS:
         test = spec_fields.cel_unless_malformed(
-            f"self.{wire}", f"!quantity(self.{wire}).isLessThan(quantity('0'))"
+            f"!quantity(self.{wire}).isLessThan(quantity('0'))", f"self.{wire}"
         )
         rule = test if wire in ("cpu", "memory") else f"!has(self.{wire}) || {test}"
         rules.append(base.cel(rule, f"runtime.resources.{wire} must not be negative", f".{wire}"))
@@ -158,11 +158,9 @@ def _resource_rules() -> list[Any]:
             base.cel(
                 f"!has(self.{limit}) || "
                 + spec_fields.cel_unless_malformed(
+                    f"quantity(self.{limit}).compareTo(quantity(self.{request})) >= 0",
                     f"self.{request}",
-                    spec_fields.cel_unless_malformed(
-                        f"self.{limit}",
-                        f"quantity(self.{limit}).compareTo(quantity(self.{request})) >= 0",
-                    ),
+                    f"self.{limit}",
                 ),
                 f"runtime.resources.{limit} must be at least runtime.resources.{request}",
                 f".{limit}",
@@ -184,34 +182,25 @@ class ResourcesSpec(base.CrModel):
         pattern=r"^[a-z0-9.\-]+/[a-zA-Z0-9.\-_]+$",
         description="Extended resource that counts GPUs (e.g. a MIG profile resource).",
     )
-    cpu: spec_fields.Quantity = Field(
-        "2",
-        description="CPU request per replica.",
-    )
-    memory: spec_fields.Quantity = Field(
-        "8Gi",
-        description="Memory request per replica.",
-    )
-    cpu_limit: spec_fields.Quantity | None = Field(
-        None,
-        description="CPU limit; unset means none.",
-    )
+    cpu: spec_fields.Quantity = Field("2", description="CPU request per replica.")
+    memory: spec_fields.Quantity = Field("8Gi", description="Memory request per replica.")
+    cpu_limit: spec_fields.Quantity | None = Field(None, description="CPU limit; unset means none.")
     memory_limit: spec_fields.Quantity | None = Field(
-        None,
-        description="Memory limit; unset means equal to the request.",
+        None, description="Memory limit; unset means equal to the request."
     )
 
     @model_validator(mode="after")
     def _deployable(self) -> Self:
-        values = {wire: getattr(self, attr) for wire, attr in _RESOURCE_FIELDS.items()}
+        values = {
+            wire: quantities.parse(value)
+            for wire, attr in _RESOURCE_FIELDS.items()
+            if (value := getattr(self, attr)) is not None
+        }
         for wire, value in values.items():
-            if value is not None and quantities.parse(value) < 0:
+            if value < 0:
                 raise ValueError(f"runtime.resources.{wire} must not be negative")
         for limit, request in _LIMITS.items():
-            limit_value = values[limit]
-            if limit_value is not None and quantities.parse(limit_value) < quantities.parse(
-                values[request]
-            ):
+            if limit in values and values[limit] < values[request]:
                 raise ValueError(
                     f"runtime.resources.{limit} must be at least runtime.resources.{request}"
                 )

@@ -226,18 +226,12 @@ class CameraPipeline:
         failures = 0
         try:
             while (frame := await latest.get()) is not None:
-                if self._may_analyse is not None and not self._may_analyse(self.camera.name):
-                    # Not (or no longer) provably this pod's camera: a fenced pod, or
-                    # one that lost it at the last ownership tick. Never analyse it.
-                    self.stats.on_dropped("not_owner")
+                if self._refused():
                     continue
                 detections = await self._infer(frame)
-                if detections is None:
-                    continue
-                if self._may_analyse is not None and not self._may_analyse(self.camera.name):
-                    # Lost (or fenced) while the frame was in inference, e.g. frozen by
-                    # SIGSTOP mid-batch: its results are not this pod's to emit.
-                    self.stats.on_dropped("not_owner")
+                # Checked again: lost (or fenced) while the frame was in inference, e.g.
+                # frozen by SIGSTOP mid-batch, its results are not this pod's to emit.
+                if detections is None or self._refused():
                     continue
                 try:
                     # Boxes come back in input coordinates: onto the frame (letterbox).
@@ -253,6 +247,14 @@ class CameraPipeline:
             self._publish(force=True)
         finally:
             self.finished.set()
+
+    def _refused(self) -> bool:
+        """Not (or no longer) provably this pod's camera: a fenced pod, or one that
+        lost it at the last ownership tick. The frame is dropped as ``not_owner``."""
+        if self._may_analyse is None or self._may_analyse(self.camera.name):
+            return False
+        self.stats.on_dropped("not_owner")
+        return True
 
     async def _back_off(self, exc: Exception, failures: int) -> None:
         """Count and show a failed analysis, then wait (0.5 s doubling to 30 s); frames
