@@ -111,6 +111,27 @@ def frame_to_tensor(frame: frames.Frame, channels: int) -> torch.Tensor:
     return image.contiguous()
 
 
+def report(
+    analytics: dataplane_stats.AnalyticsObserver,
+    camera: str,
+    result: analyzer.FrameAnalysis,
+) -> None:
+    """One analysed frame's crossings, objects, incidents, tracks and occupancy, onto
+    the analytics metrics."""
+    for ev in result.events:
+        if ev.kind == analyzer.CROSSING:
+            analytics.line_crossed(camera, ev.line, ev.direction, ev.class_name)
+        elif ev.kind == analyzer.OBJECT:
+            analytics.object_seen(camera, ev.class_name)
+        elif ev.kind in traffic_events.INCIDENT_KINDS:
+            analytics.traffic_event(camera, ev.kind)
+    analytics.active_tracks(camera, len(result.tracks))
+    for region, per_class in result.occupancy.items():
+        analytics.region_occupancy(camera, region, sum(per_class.values()))
+    if result.traffic is not None:
+        result.traffic.report(camera, analytics)
+
+
 class CameraPipeline:
     """Ingestion, inference, analytics and publishing for one camera."""
 
@@ -308,7 +329,7 @@ class CameraPipeline:
         self._publish(force=False)
 
     def _deliver(self, result: analyzer.FrameAnalysis, decoded_at: float) -> None:
-        self._report(result)
+        report(self._analytics, self.camera.name, result)
         self.recent_events.extend(ev.to_json() for ev in result.events if not ev.is_sample)
         if self.writer is not None:
             self.writer.submit(
@@ -330,21 +351,6 @@ class CameraPipeline:
             )
         ).events:
             self._deliver(end, last.wall_time)
-
-    def _report(self, result: analyzer.FrameAnalysis) -> None:
-        camera = self.camera.name
-        for ev in result.events:
-            if ev.kind == analyzer.CROSSING:
-                self._analytics.line_crossed(camera, ev.line, ev.direction, ev.class_name)
-            elif ev.kind == analyzer.OBJECT:
-                self._analytics.object_seen(camera, ev.class_name)
-            elif ev.kind in traffic_events.INCIDENT_KINDS:
-                self._analytics.traffic_event(camera, ev.kind)
-        self._analytics.active_tracks(camera, len(result.tracks))
-        for region, per_class in result.occupancy.items():
-            self._analytics.region_occupancy(camera, region, sum(per_class.values()))
-        if result.traffic is not None:
-            result.traffic.report(camera, self._analytics)
 
     # -- the latest view ------------------------------------------------------------
 
