@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import kopf
@@ -41,12 +42,27 @@ WATCH_SERVER_TIMEOUT_S = 270
 WATCH_CLIENT_TIMEOUT_S = 300
 CONNECT_TIMEOUT_S = 10
 REQUEST_TIMEOUT_S = 60
-#: Delays between kopf's tries of a failed API request, its watch requests included.
-#: kopf's default (1, 1, 2, 3, 5, 8, 13, 21 s) leaves the watches dead for up to that
-#: long after the API server is back: ~8 s after a 10 s restart, during which spec
-#: changes and deleted children go unnoticed. Capped at 2 s, for about as long in all
-#: (~55 s) before kopf stops retrying, as with its default.
-ERROR_BACKOFFS_S = (1.0, *(2.0,) * 27)
+
+
+class UnboundedBackoffs:
+    """Delays between kopf's tries of a failed API request, its watch requests included:
+    ``first_s``, then ``every_s`` for ever. kopf escalates only once its backoffs run out
+    (and it takes any iterable); a bounded list lets an outage outlast a watch: on a
+    5xx from an API server whose etcd is gone, the escalated error ends that resource's
+    watcher while the operator runs on, reconciling nothing (the watcher is not
+    restarted). Capped at a few seconds because the delay also bounds how long the
+    watches stay dead after the API server is back. Reiterable: one sequence per
+    request."""
+
+    def __init__(self, first_s: float, every_s: float) -> None:
+        self.first_s = first_s
+        self.every_s = every_s
+
+    def __iter__(self) -> Iterator[float]:
+        return itertools.chain((self.first_s,), itertools.repeat(self.every_s))
+
+
+ERROR_BACKOFFS = UnboundedBackoffs(first_s=1.0, every_s=2.0)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -137,7 +153,7 @@ def settings_for(args: argparse.Namespace) -> kopf.OperatorSettings:
     settings.watching.connect_timeout = CONNECT_TIMEOUT_S
     settings.networking.connect_timeout = CONNECT_TIMEOUT_S
     settings.networking.request_timeout = REQUEST_TIMEOUT_S
-    settings.networking.error_backoffs = ERROR_BACKOFFS_S
+    settings.networking.error_backoffs = ERROR_BACKOFFS
     # Leader election is the operator's own Lease; kopf's handlers here never write.
     settings.peering.standalone = True
     settings.peering.mandatory = False
