@@ -91,7 +91,7 @@ async def test_a_bounded_list_escalates_as_the_operator_once_did(
     """The failure the unbounded delays prevent: the same outage, the old list's shape."""
     server, url = flaky
     with pytest.raises(errors.APIServerError):
-        await _get(url, (0.001, *(0.001,) * 27))
+        await _get(url, (0.001,) * 28)
     assert server.requests == 29
 
 
