@@ -6,7 +6,7 @@ and payloads:
 1. Two in-process limits with no serving: (a) the model forward at its best batch size,
    (b) the whole per-frame pipeline (JPEG decode with DCT scaling + resize/normalise in a
    thread pool, batched forward, post-processing) at its best batch size.
-2. Three servers, each in its own process and only one running at a time:
+2. Three servers, each in its own process and only one loaded at a time:
    ``its-runtime`` (the real console script), a naive server (aiohttp, one forward per
    request, same decode pool) and Ray Serve with ``@serve.batch`` (same engine, same
    decode, the same 2 ms batch wait as the runtime's ``maxQueueDelayMs``).
@@ -18,25 +18,37 @@ Method, the same for every server:
 * Open loop: Poisson arrivals at 50 % and 80 % of *that server's own* saturation, sent
   whether or not earlier requests have finished. Every server is thus compared at the
   same relative load, not at one server's absolute rate.
-* Every load point starts with a warm-up (``--warmup``, 1 s, not recorded), followed by a
-  measurement window of ``--seconds``. A request counts only if it both started and
-  completed inside the window. Throughput (``fps``) is the HTTP 200s so counted per second
-  of window; offered load is never reported as throughput. Requests started in the window
-  and answered after it are ``late``; those still unanswered 10 s after the window closed
-  are cancelled and counted as ``unfinished`` (together: ``in_flight_at_end``). No new
-  request is sent after the window closes.
+* its-runtime and naive are measured as an interleaved pair: both are started and stay
+  up, and every load point runs in ``2 * --blocks`` alternating windows (A B B A per
+  block, A = its-runtime), each server getting ``--seconds`` of window per point in all.
+  This host's speed drifts (the same server's 1-client throughput moved from 22 to 32
+  fps within ten minutes on a quiet machine): servers run one after the other were
+  compared at different speeds, and the first to run lost. The idle server's process
+  only waits on its socket, and a window starts after every request of the previous
+  one has been answered, so one server is loaded at a time. At 1 client the
+  alternation is request by request (A, B, A, B, ...: one client, each request after
+  the previous answer), so each comparison is tens of milliseconds apart; each server's
+  throughput there is its answers per second of the client's time spent on it.
+  ``paired`` in the JSON has the ratio of each A B B A block (at 1 client, of each
+  quarter of the alternating run). Ray Serve (a cluster of processes that would not sit
+  idle) runs alone afterwards: closed loop, restarted, open loop, one window per point.
+* Every window starts with a warm-up (``--warmup``, 1 s, not recorded). Throughput
+  (``fps``) is the HTTP 200s answered inside the windows, per second of window
+  (answers to requests sent in the warm-up count: that is work done in the window);
+  offered load is never reported as throughput. Latency percentiles are over requests
+  sent inside a window. Requests sent in a window and answered after it are ``late``;
+  those still unanswered 10 s after the window closed are cancelled and counted as
+  ``unfinished`` (together: ``in_flight_at_end``). No new request is sent after a
+  window closes.
 * Every non-200 answer (429, 503, 500, ...) and every client-side failure (``timeout``
-  after the 30 s aiohttp client timeout, connection errors) is counted by name in
-  ``errors``; ``error_rate`` is their share of the requests completed in the window.
-  p50/p90/p99 are over the 200s only; ``p99_all_ms`` is over every request started in the
-  window, errors and late answers included, with failures that never got an answer
-  (client errors, unfinished) taken at the client timeout. The report prints the errors
-  beside p99 on every row.
+  after the 30 s aiohttp client timeout, connection errors) that came inside a window is
+  counted by name in ``errors``; ``error_rate`` is their share of all answers in the
+  windows. p50/p90/p99 are over the 200s only; ``p99_all_ms`` is over every request
+  sent in a window, errors and late answers included, with failures that never got an
+  answer (client errors, unfinished) taken at the client timeout. The report prints the
+  errors beside p99 on every row.
 * Goodput (``goodput_fps``): 200s answered within the 100 ms SLO (``SLO_MS``) inside the
-  window, per second.
-* Order: the closed loop of every server in turn (``--order``, by default its-runtime,
-  naive, ray-serve), then every server restarted, in the same order, for its open-loop
-  points. ``order`` in the JSON records what ran when.
+  windows, per second.
 
 The summary compares at 1 client (throughput and p50 vs naive), at saturation, and at
 80 % of each server's own saturation (p99, goodput, errors). ``goal_p99_at_80pct_below_naive``
@@ -57,7 +69,8 @@ throughput, goodput vs throughput). ``--quick`` shortens every step (for a smoke
 for numbers). Ray Serve comes from the optional ``bench`` extra; without it the run goes
 on and records ``"ray-serve": {"error": ...}``.
 
-Usage: ``python benchmarks/serving.py [--quick] [--no-ray] [--backend auto] [--out PATH]``
+Usage: ``python benchmarks/serving.py [--quick] [--no-ray] [--blocks 2] [--backend auto]
+[--out PATH]``
 """
 
 from __future__ import annotations
@@ -282,40 +295,78 @@ class Run:
     samples: list[Sample]
     fraction: float | None = None  # open loop: the offered rate as a share of saturation
     send_lags: list[float] = dataclasses.field(default_factory=list)  # open loop, seconds
+    #: A lone client that alternated between servers (:func:`alternating_client`): the
+    #: window's seconds are those the client spent on this server's requests.
+    alternating: bool = False
 
     def summary(self) -> dict[str, Any]:
-        w0, w1 = self.window
-        seconds = w1 - w0
-        started = [s for s in self.samples if w0 <= s.start < w1]
-        inside = [s for s in started if s.end <= w1]
-        late = [s for s in started if w1 < s.end < math.inf]
-        unfinished = sum(1 for s in started if s.end == math.inf)
-        ok = np.array([s.end - s.start for s in inside if s.status == "200"]) * 1000.0
-        errors = collections.Counter(s.status for s in inside if s.status != "200")
-        every = np.array([_latency_or_timeout(s) for s in started]) * 1000.0
-        row: dict[str, Any] = {
-            "mode": self.mode,
-            "level": self.level,
-            "seconds": seconds,
-            "started": len(started),
-            "ok": len(ok),
-            "fps": len(ok) / seconds,
-            "goodput_fps": int(np.count_nonzero(ok <= SLO_MS)) / seconds,
-            "errors": dict(sorted(errors.items())),
-            "error_rate": sum(errors.values()) / len(inside) if inside else None,
-            "late": len(late),
-            "late_statuses": dict(sorted(collections.Counter(s.status for s in late).items())),
-            "unfinished": unfinished,
-            "in_flight_at_end": len(late) + unfinished,
-            **{f"p{q}_ms": _percentile(ok, q) for q in (50, 90, 99)},
-            "p99_all_ms": _percentile(every, 99),
-        }
-        if self.mode == "open":
-            row["fraction"] = self.fraction
-            row["offered_fps"] = self.level
-            row["sent_fps"] = len(started) / seconds
-            row["send_lag_p99_ms"] = _percentile(np.array(self.send_lags) * 1000.0, 99)
-        return row
+        return summarise_windows([self])
+
+
+def summarise_windows(runs: Sequence[Run]) -> dict[str, Any]:
+    """One load point, measured in one window or in several (the interleaved pairs of
+    :func:`measure_pair`): counts are summed over the windows and percentiles are taken
+    over the requests of all of them.
+
+    Throughput counts every answer that came inside a window, whenever its request was
+    sent (one sent in the warm-up and answered in the window is work the server did in
+    the window; counting only requests both sent and answered inside would undercount a
+    closed loop by its client count per window). Latency percentiles are over requests
+    sent inside a window, so the warm-up's are never in them.
+    """
+    first = runs[0]
+    seconds = 0.0
+    started: list[Sample] = []
+    inside: list[Sample] = []
+    late: list[Sample] = []
+    answered: list[Sample] = []  # completed inside a window, sent whenever
+    for run in runs:
+        w0, w1 = run.window
+        if run.alternating:
+            seconds += sum(max(0.0, min(x.end, w1) - max(x.start, w0)) for x in run.samples)
+        else:
+            seconds += w1 - w0
+        sent = [s for s in run.samples if w0 <= s.start < w1]
+        started += sent
+        inside += [s for s in sent if s.end <= w1]
+        late += [s for s in sent if w1 < s.end < math.inf]
+        answered += [s for s in run.samples if w0 <= s.end <= w1]
+    unfinished = sum(1 for s in started if s.end == math.inf)
+    ok = np.array([s.end - s.start for s in inside if s.status == "200"]) * 1000.0
+    done_ok = np.array([s.end - s.start for s in answered if s.status == "200"]) * 1000.0
+    errors = collections.Counter(s.status for s in answered if s.status != "200")
+    every = np.array([_latency_or_timeout(s) for s in started]) * 1000.0
+    row: dict[str, Any] = {
+        "mode": first.mode,
+        "level": first.level,
+        "seconds": seconds,
+        "windows": len(runs),
+        "started": len(started),
+        "ok": len(done_ok),
+        "fps": len(done_ok) / seconds,
+        "goodput_fps": int(np.count_nonzero(done_ok <= SLO_MS)) / seconds,
+        "errors": dict(sorted(errors.items())),
+        "error_rate": sum(errors.values()) / len(answered) if answered else None,
+        "late": len(late),
+        "late_statuses": dict(sorted(collections.Counter(s.status for s in late).items())),
+        "unfinished": unfinished,
+        "in_flight_at_end": len(late) + unfinished,
+        **{f"p{q}_ms": _percentile(ok, q) for q in (50, 90, 99)},
+        "p99_all_ms": _percentile(every, 99),
+    }
+    if first.mode == "open":
+        row["fraction"] = first.fraction
+        row["offered_fps"] = first.level
+        row["sent_fps"] = len(started) / seconds
+        lags = np.array([lag for run in runs for lag in run.send_lags]) * 1000.0
+        row["send_lag_p99_ms"] = _percentile(lags, 99)
+    if len(runs) > 1:
+        # Each window on its own, in the order they ran: drift of the machine shows here.
+        row["by_window"] = [
+            {k: w[k] for k in ("fps", "p50_ms", "p99_ms")}
+            for w in (summarise_windows([run]) for run in runs)
+        ]
+    return row
 
 
 def _latency_or_timeout(s: Sample) -> float:
@@ -385,6 +436,41 @@ async def closed_loop(
         tasks = [asyncio.create_task(client(k)) for k in range(clients)]
         await _drain(tasks, window[1] + GRACE_S)
     return Run("closed", clients, window, samples)
+
+
+async def alternating_client(
+    urls: dict[str, str], frames: Sequence[bytes], seconds: float, warmup: float
+) -> dict[str, Run]:
+    """One client sending to each server in turn (A, B, A, B, ...), each request after the
+    previous answer, for ``warmup`` (not recorded) and then ``seconds``.
+
+    This is the 1-client point of the interleaved pair: both servers see one client and
+    are never loaded at the same time, and consecutive requests are compared at the
+    same machine speed (tens of milliseconds apart, where windows are seconds apart).
+    Each server's window time is the time the client spent on that server's requests
+    (``Run.alternating``), so its ``fps`` is what a lone client of that server gets.
+    """
+    names = list(urls)
+    samples: dict[str, list[Sample]] = {name: [] for name in names}
+    async with _session() as session:
+        t0 = time.perf_counter()
+        window = (t0 + warmup, t0 + warmup + seconds)
+        i = 0
+        while time.perf_counter() < window[1]:
+            name = names[i % len(names)]
+            frame = frames[(i // len(names)) % len(frames)]
+            await _one(session, urls[name], frame, samples[name])
+            i += 1
+    return {name: Run("closed", 1, window, samples[name], alternating=True) for name in names}
+
+
+def quarters(run: Run, parts: int) -> list[Run]:
+    """``run`` cut into ``parts`` consecutive windows (for per-part ratios)."""
+    w0, w1 = run.window
+    step = (w1 - w0) / parts
+    return [
+        dataclasses.replace(run, window=(w0 + k * step, w0 + (k + 1) * step)) for k in range(parts)
+    ]
 
 
 async def open_loop(
@@ -682,6 +768,123 @@ def measure_open(
     return rows
 
 
+#: The servers measured as an interleaved pair (both resident, one loaded at a time).
+PAIR = ("its-runtime", "naive")
+
+
+def abba(pair: Sequence[str], blocks: int) -> list[str]:
+    """The window order for a pair: A B B A per block, so a machine that speeds up or
+    slows down steadily during a point favours neither server."""
+    a, b = pair
+    return [a, b, b, a] * blocks
+
+
+def measure_pair(
+    setup: Setup,
+    frames: Sequence[bytes],
+    seconds: float,
+    warmup: float,
+    blocks: int,
+    t_ref: float,
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """its-runtime and naive, both started and left running, measured at every load point
+    in alternating windows (:func:`abba`): each server gets ``seconds`` of window per
+    point, cut into ``2 * blocks`` windows, each after its own ``warmup``. The idle one
+    uses no CPU (its process only waits on its socket), and a window starts only after the
+    previous window's requests have all been answered, so one server is loaded at a time.
+
+    On a shared host whose speed drifts by tens of percent within minutes, servers run
+    one after the other would be compared at different machine speeds; interleaving
+    compares them at the same speed. Per-block ratios (``paired``) show how much of a
+    difference is the servers' and how much the machine's.
+    """
+    order = abba(PAIR, blocks)
+    window_s = seconds / (2 * blocks)
+    servers: dict[str, dict[str, Any]] = {name: {} for name in PAIR}
+    ran: list[dict[str, Any]] = []
+    paired: list[dict[str, Any]] = []
+    procs: dict[str, Proc] = {}
+    try:
+        for name in PAIR:
+            began = time.monotonic()
+            try:
+                procs[name] = STARTERS[name](setup)
+            except (RuntimeError, TimeoutError, OSError) as exc:
+                log.error("%s did not start: %s", name, exc)
+                servers[name] = {"error": str(exc)[-2000:]}
+            ran.append({"phase": "start", "server": name, "start_s": round(began - t_ref, 1)})
+        if len(procs) < len(PAIR):
+            return servers, ran, paired
+
+        def point(mode: str, level: float, rate_of: dict[str, float] | None) -> None:
+            runs: dict[str, list[Run]] = {name: [] for name in PAIR}
+            began = time.monotonic()
+            order_here: list[str] = order
+            if rate_of is None and level == 1:
+                # Both see one client, alternately; cut into as many parts as windows.
+                urls = {name: procs[name].url for name in PAIR}
+                lone = asyncio.run(alternating_client(urls, frames, 2 * seconds, warmup))
+                for name in PAIR:
+                    runs[name] = quarters(lone[name], 2 * blocks)
+                order_here = ["alternating request by request", *PAIR]
+            else:
+                for name in order:
+                    url = procs[name].url
+                    if rate_of is None:
+                        run = asyncio.run(closed_loop(url, frames, int(level), window_s, warmup))
+                    else:
+                        rate = rate_of[name]
+                        run = asyncio.run(open_loop(url, frames, rate, window_s, warmup, level))
+                    runs[name].append(run)
+            for name in PAIR:
+                row = summarise_windows(runs[name])
+                _log_row(name, row)
+                servers[name].setdefault(mode, []).append(row)
+            a, b = PAIR
+            for k in range(blocks):
+                mine = summarise_windows(runs[a][2 * k : 2 * k + 2])
+                theirs = summarise_windows(runs[b][2 * k : 2 * k + 2])
+                paired.append(
+                    {
+                        "mode": mode,
+                        "level": level,
+                        "block": k,
+                        "fps_ratio": _ratio(mine["fps"], theirs["fps"]),
+                        "p50_ms_diff": (
+                            mine["p50_ms"] - theirs["p50_ms"]
+                            if _both(mine["p50_ms"], theirs["p50_ms"])
+                            else None
+                        ),
+                    }
+                )
+            ran.append(
+                {
+                    "phase": f"{mode} {level}",
+                    "servers": order_here,
+                    "start_s": round(began - t_ref, 1),
+                    "end_s": round(time.monotonic() - t_ref, 1),
+                }
+            )
+
+        for clients in CLOSED_CLIENTS:
+            point("closed", clients, None)
+        for name in PAIR:
+            best = max(servers[name]["closed"], key=lambda r: r["fps"])
+            servers[name]["saturation_fps"] = best["fps"]
+            servers[name]["saturation_clients"] = best["level"]
+        for fraction in OPEN_FRACTIONS:
+            rates = {name: fraction * servers[name]["saturation_fps"] for name in PAIR}
+            if min(rates.values()) <= 0:
+                for name in PAIR:
+                    servers[name]["open_error"] = "no closed-loop throughput to take a share of"
+                break
+            point("open", fraction, rates)
+    finally:
+        for p in procs.values():
+            p.stop()
+    return servers, ran, paired
+
+
 def measure_servers(
     setup: Setup,
     frames: Sequence[bytes],
@@ -843,17 +1046,14 @@ def plot(results: dict[str, Any], path: pathlib.Path) -> None:
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     t_ref = time.monotonic()
     mach = machine()
-    seconds = args.seconds or (4.0 if args.quick else 15.0)
+    seconds = args.seconds or (4.0 if args.quick else 20.0)
     warmup = args.warmup
     limit_s = min(5.0, seconds / 2)
     workdir = pathlib.Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     threads = args.threads or (os.cpu_count() or 2)
-    order = [n.strip() for n in args.order.split(",") if n.strip()]
-    if sorted(order) != sorted(SERVERS):
-        raise SystemExit(f"--order must name each of {', '.join(SERVERS)} once")
-    if args.no_ray:
-        order.remove("ray-serve")
+    if args.blocks < 1:
+        raise SystemExit("--blocks must be at least 1")
     setup = Setup(
         model_path=workdir / f"ssdlite320_b{args.max_batch}.pt2",
         cache_dir=workdir / "engine-cache",
@@ -906,6 +1106,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 "median_bytes": sizes[len(sizes) // 2],
             },
             "seconds_per_point": seconds,
+            "windows_per_point_its_runtime_and_naive": 2 * args.blocks,
             "warmup_s": warmup,
             "client_timeout_s": CLIENT_TIMEOUT_S,
             "grace_s": GRACE_S,
@@ -918,13 +1119,24 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         },
         "limits": {"a_forward": a, "b_pipeline": b},
     }
-    servers, ran = measure_servers(setup, frames, order, seconds, warmup, t_ref)
+    servers, ran, paired = measure_pair(setup, frames, seconds, warmup, args.blocks, t_ref)
     if args.no_ray:
         servers["ray-serve"] = {"error": "left out (--no-ray)"}
+    else:
+        alone, ran_alone = measure_servers(setup, frames, ["ray-serve"], seconds, warmup, t_ref)
+        servers.update(alone)
+        ran += ran_alone
     results["servers"] = servers
+    results["paired"] = paired
     results["order"] = {
-        "servers": order,
-        "phases": ["closed loop of every server", "then open loop of every server"],
+        "servers": [*PAIR, "ray-serve"],
+        "phases": [
+            f"its-runtime and naive both running, every load point in {2 * args.blocks} "
+            f"alternating windows of {seconds / (2 * args.blocks):.2f} s "
+            f"({' '.join(abba(('A', 'B'), args.blocks))}, A = its-runtime)",
+            "then Ray Serve alone: closed loop, restarted, open loop "
+            "(one window per point, so not protected from the machine's drift)",
+        ],
         "runs": ran,
     }
     results["machine"]["load_average_end"] = list(os.getloadavg())
@@ -965,6 +1177,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     p50_1, naive_p50_1 = _get(one, "p50_ms"), _get(naive_one, "p50_ms")
     out: dict[str, Any] = {
         "saturation_fps": sat,
+        "saturation_clients": _get(ours, "saturation_clients"),
         "efficiency_vs_pipeline_b": _ratio(sat, b),
         "efficiency_vs_forward_a": _ratio(sat, a),
         "fps_at_1_client": fps_1,
@@ -993,6 +1206,16 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         errors[name] = _get(at80, "errors")
         if res is not None and "error" in res:
             out[f"{name}_error"] = res["error"][:300]
+    # The 1-client and saturation comparisons block by block (A B B A each): if these
+    # disagree in sign, the difference is within what the machine's drift does.
+    naive_sat_clients = _get(naive, "saturation_clients")
+    for key, clients in (("1_client", 1), ("saturation", naive_sat_clients)):
+        blocks = [
+            p for p in results.get("paired", []) if p["mode"] == "closed" and p["level"] == clients
+        ]
+        out[f"paired_fps_ratios_at_{key}"] = [p["fps_ratio"] for p in blocks]
+        if key == "1_client":
+            out["paired_p50_ms_diffs_at_1_client"] = [p["p50_ms_diff"] for p in blocks]
     out["goodput_fps_at_80pct"] = goodput
     out["errors_at_80pct"] = errors
     p99, naive_p99 = out["p99_ms_at_80pct"], out["naive_p99_ms_at_80pct"]
@@ -1024,9 +1247,9 @@ def report(results: dict[str, Any]) -> None:
         f"{m['load_average_start'][0]:.2f} at start, {m['load_average_end'][0]:.2f} at end"
     )
     print(
-        f"{c['seconds_per_point']:.0f} s per point after {c['warmup_s']:.0f} s warm-up; only "
-        f"requests started and completed in the window count; SLO {SLO_MS:.0f} ms; client "
-        f"timeout {CLIENT_TIMEOUT_S:.0f} s; order {', '.join(results['order']['servers'])}"
+        f"{c['seconds_per_point']:.0f} s of window per point and server, each window after "
+        f"{c['warmup_s']:.0f} s warm-up; throughput = answers inside the windows; SLO "
+        f"{SLO_MS:.0f} ms; client timeout {CLIENT_TIMEOUT_S:.0f} s"
     )
     a, b = results["limits"]["a_forward"], results["limits"]["b_pipeline"]
     print(f"limit (a) forward:  {a['fps']:.1f} fps (batch {a['best_batch']})")
@@ -1068,6 +1291,12 @@ def report(results: dict[str, Any]) -> None:
         if name != "its-runtime":
             line += f"; ours/theirs saturation {_num(s[f'vs_{name}_saturation_ratio'])}x"
         print(line)
+    for p in results.get("paired", []):
+        if p["mode"] == "closed" and p["level"] in (1, s.get("saturation_clients")):
+            print(
+                f"paired block {p['block']} at {p['level']} clients: ours/naive "
+                f"{_num(p['fps_ratio'])}x, p50 {_num(p['p50_ms_diff'], '+.2f')} ms"
+            )
     goals = {k: v for k, v in s.items() if k.startswith("goal_")}
     print("goals: " + ", ".join(f"{k[5:]}={v}" for k, v in goals.items()))
 
@@ -1084,9 +1313,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--warmup", type=float, default=WARMUP_S, help="seconds of load before each window"
     )
     parser.add_argument(
-        "--order",
-        default=",".join(SERVERS),
-        help="the order the servers run in (each phase: closed loop, then open loop)",
+        "--blocks",
+        type=int,
+        default=2,
+        help="A B B A blocks per load point for its-runtime (A) and naive (B)",
     )
     parser.add_argument("--no-ray", action="store_true", help="leave out the Ray Serve peer")
     parser.add_argument("--backend", default="auto", help="engine backend for every server")

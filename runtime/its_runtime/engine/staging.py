@@ -12,7 +12,7 @@
   sent with a non-blocking copy, so steady-state serving allocates nothing per batch
   (no allocator churn, no fragmentation) and padding rows to a bucket is free. On CPU
   it only pads into a reused buffer (and passes batches that need no padding through
-  untouched).
+  untouched); a lone CPU frame is passed on as a one-frame view of itself, no copy.
 * ``BatchStager.collate`` is the engine's half of the batcher's ``stage`` step: it
   stacks the frames of the next batch into one of ``slots`` reused buffers. On CUDA
   there are two slots: the frames go into pinned memory and are copied to the device
@@ -147,6 +147,12 @@ class BatchStager:
             while len(self._slot_host) <= slot:
                 self._slot_host.append(torch.empty(shape, dtype=self._spec.dtype, pin_memory=cuda))
         if not cuda:
+            lone = frames[0]
+            if n == 1 and lone.device.type == "cpu" and lone.dtype == self._spec.dtype and (
+                lone.is_contiguous()
+            ):
+                # A lone frame is already a batch: a view, not a copy (no batching tax).
+                return lone.unsqueeze(0)
             host = self._slot_host[slot][:n]
             torch.stack([f.cpu() if f.is_cuda else f for f in frames], out=host)
             return host
