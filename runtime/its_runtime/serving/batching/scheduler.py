@@ -86,6 +86,9 @@ class DynamicBatcher:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        #: The scheduling task is parked waiting for an arrival (see :meth:`_arrived`).
+        self._parked = False
+        self._arrival_pending = False
 
     # -- public API -------------------------------------------------------------------
 
@@ -153,7 +156,9 @@ class DynamicBatcher:
         entry = queue_mod.Entry(item, future, now, started, deadline, priority)
         self._queue.push(entry)
         self._depth_changed()
-        self._arrival.set()
+        if not self._arrival_pending:
+            self._arrival_pending = True
+            asyncio.get_running_loop().call_soon(self._arrived)
         try:
             if deadline is None:
                 return await future
@@ -206,6 +211,32 @@ class DynamicBatcher:
 
     # -- scheduling ---------------------------------------------------------------------
 
+    def _launch(self, entries: list[queue_mod.Entry]) -> None:
+        task = asyncio.get_running_loop().create_task(self._runner.run(entries))
+        self._inflight.add(task)
+        task.add_done_callback(self._batch_done)
+
+    def _arrived(self) -> None:
+        """Frames were queued this loop round: an idle batcher sends them from here.
+
+        Called once per round in which frames were submitted, after every submit of
+        that round (a ``gather`` of 8 submits queues all 8 first, so they still go as
+        one batch). Idle means nothing staged or computing and the scheduling task
+        parked: the policy sends what is queued at once then (:mod:`.policy`, no
+        batching tax), and sending it here spares the scheduler's wake-up, a few loop
+        round trips per frame on the path a lone camera's latency depends on. Else the
+        scheduler is woken to decide.
+        """
+        self._arrival_pending = False
+        if self._queue.size and self._parked and not self._inflight and not self._closing:
+            decision = self._policy.decide(self._queue.size, 0.0, False, idle=True)
+            entries = self._shed_hopeless(self._queue.pop(decision.take), self._clock())
+            self._depth_changed()
+            if entries:
+                self._launch(entries)
+        if self._queue.size:
+            self._arrival.set()
+
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         # The executor may be idle now: frames waiting for company go at once.
@@ -223,7 +254,6 @@ class DynamicBatcher:
         return self._predictor.predict(n)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while True:
                 while len(self._inflight) >= self._runner.depth:
@@ -233,9 +263,7 @@ class DynamicBatcher:
                     if self._closing and self._queue.size == 0:
                         break
                     continue
-                task = loop.create_task(self._runner.run(entries))
-                self._inflight.add(task)
-                task.add_done_callback(self._batch_done)
+                self._launch(entries)
             if self._inflight:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
         except Exception:
@@ -254,6 +282,12 @@ class DynamicBatcher:
             self._depth_changed()
             if n == 0 and self._closing:
                 return []
+            if len(self._inflight) >= self._runner.depth:
+                # Every slot taken (a frame sent alone by submit): frames wait for the
+                # next batch; _batch_done wakes this loop.
+                self._arrival.clear()
+                await self._wait_arrival(None)
+                continue
             oldest = self._queue.oldest_enqueued()
             waited = now - oldest if oldest is not None else 0.0
             decision = self._policy.decide(n, waited, self._closing, idle=not self._inflight)
@@ -266,8 +300,12 @@ class DynamicBatcher:
             return self._shed_hopeless(entries, now)
 
     async def _wait_arrival(self, wait_s: float | None) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._arrival.wait(), wait_s)
+        self._parked = True
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrival.wait(), wait_s)
+        finally:
+            self._parked = False
 
     def _shed_hopeless(self, entries: list[queue_mod.Entry], now: float) -> list[queue_mod.Entry]:
         """Drop frames whose deadline falls before the batch's predicted finish."""
