@@ -148,8 +148,11 @@ class BatchStager:
                 self._slot_host.append(torch.empty(shape, dtype=self._spec.dtype, pin_memory=cuda))
         if not cuda:
             lone = frames[0]
-            if n == 1 and lone.device.type == "cpu" and lone.dtype == self._spec.dtype and (
-                lone.is_contiguous()
+            if (
+                n == 1
+                and lone.device.type == "cpu"
+                and lone.dtype == self._spec.dtype
+                and lone.is_contiguous()
             ):
                 # A lone frame is already a batch: a view, not a copy (no batching tax).
                 return lone.unsqueeze(0)

@@ -55,6 +55,23 @@ class Outcomes:
             entry.future.set_exception(error)
             self.refused(error.reason, entry.started, self._clock())
 
+    def shed_hopeless(
+        self, entries: list[queue_mod.Entry], now: float, estimate: float | None
+    ) -> list[queue_mod.Entry]:
+        """``entries`` less (and failing) those whose deadline falls before the batch's
+        predicted finish ``now + estimate``."""
+        if estimate is None:
+            return entries
+        keep = []
+        for e in entries:
+            if e.deadline is not None and now + estimate > e.deadline:
+                self.fail(
+                    e, errors.DeadlineExceededError("deadline cannot be met (predicted finish)")
+                )
+            else:
+                keep.append(e)
+        return keep
+
     def answer(self, entry: queue_mod.Entry, detections: Detections, end: float) -> None:
         entry.state = State.GONE
         entry.future.set_result(detections)

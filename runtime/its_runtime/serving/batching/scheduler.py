@@ -217,20 +217,13 @@ class DynamicBatcher:
         task.add_done_callback(self._batch_done)
 
     def _arrived(self) -> None:
-        """Frames were queued this loop round: an idle batcher sends them from here.
-
-        Called once per round in which frames were submitted, after every submit of
-        that round (a ``gather`` of 8 submits queues all 8 first, so they still go as
-        one batch). Idle means nothing staged or computing and the scheduling task
-        parked: the policy sends what is queued at once then (:mod:`.policy`, no
-        batching tax), and sending it here spares the scheduler's wake-up, a few loop
-        round trips per frame on the path a lone camera's latency depends on. Else the
-        scheduler is woken to decide.
-        """
+        """Frames were queued this round (after all its submits: a gather of 8 is one batch).
+        Nothing staged or computing and the scheduler parked: send now, as the policy
+        would (no batching tax), sparing the scheduler's wake-up; else wake it."""
         self._arrival_pending = False
         if self._queue.size and self._parked and not self._inflight and not self._closing:
             decision = self._policy.decide(self._queue.size, 0.0, False, idle=True)
-            entries = self._shed_hopeless(self._queue.pop(decision.take), self._clock())
+            entries = self._shed(self._queue.pop(decision.take), self._clock())
             self._depth_changed()
             if entries:
                 self._launch(entries)
@@ -249,9 +242,11 @@ class DynamicBatcher:
         if self._queue.forget(entry):
             self._depth_changed()
 
-    def _predict(self, n: int) -> float | None:
-        """Compute-time estimate for a batch of ``n`` (see :mod:`.predictor`)."""
+    def _predict(self, n: int) -> float | None:  # compute-time estimate (.predictor)
         return self._predictor.predict(n)
+
+    def _shed(self, entries: list[queue_mod.Entry], now: float) -> list[queue_mod.Entry]:
+        return self._outcomes.shed_hopeless(entries, now, self._predict(len(entries)))
 
     async def _run(self) -> None:
         try:
@@ -283,8 +278,7 @@ class DynamicBatcher:
             if n == 0 and self._closing:
                 return []
             if len(self._inflight) >= self._runner.depth:
-                # Every slot taken (a frame sent alone by submit): frames wait for the
-                # next batch; _batch_done wakes this loop.
+                # Slots full (frames sent by _arrived): wait for _batch_done's wake-up.
                 self._arrival.clear()
                 await self._wait_arrival(None)
                 continue
@@ -297,7 +291,7 @@ class DynamicBatcher:
                 continue
             entries = self._queue.pop(decision.take)
             self._depth_changed()
-            return self._shed_hopeless(entries, now)
+            return self._shed(entries, now)
 
     async def _wait_arrival(self, wait_s: float | None) -> None:
         self._parked = True
@@ -306,18 +300,3 @@ class DynamicBatcher:
                 await asyncio.wait_for(self._arrival.wait(), wait_s)
         finally:
             self._parked = False
-
-    def _shed_hopeless(self, entries: list[queue_mod.Entry], now: float) -> list[queue_mod.Entry]:
-        """Drop frames whose deadline falls before the batch's predicted finish."""
-        estimate = self._predict(len(entries))
-        if estimate is None:
-            return entries
-        keep = []
-        for e in entries:
-            if e.deadline is not None and now + estimate > e.deadline:
-                self._outcomes.fail(
-                    e, errors.DeadlineExceededError("deadline cannot be met (predicted finish)")
-                )
-            else:
-                keep.append(e)
-        return keep
