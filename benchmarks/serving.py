@@ -30,8 +30,9 @@ Method, the same for every server:
   the previous answer), so each comparison is tens of milliseconds apart; each server's
   throughput there is its answers per second of the client's time spent on it.
   ``paired`` in the JSON has the ratio of each A B B A block (at 1 client, of each
-  quarter of the alternating run). Ray Serve (a cluster of processes that would not sit
-  idle) runs alone afterwards: closed loop, restarted, open loop, one window per point.
+  of ``--blocks`` equal parts of the alternating run). Ray Serve (a cluster of
+  processes that would not sit idle) runs alone afterwards: closed loop, restarted,
+  open loop, one window per point.
 * Every window starts with a warm-up (``--warmup``, 1 s, not recorded). Throughput
   (``fps``) is the HTTP 200s answered inside the windows, per second of window
   (answers to requests sent in the warm-up count: that is work done in the window);
@@ -464,7 +465,7 @@ async def alternating_client(
     return {name: Run("closed", 1, window, samples[name], alternating=True) for name in names}
 
 
-def quarters(run: Run, parts: int) -> list[Run]:
+def split_window(run: Run, parts: int) -> list[Run]:
     """``run`` cut into ``parts`` consecutive windows (for per-part ratios)."""
     w0, w1 = run.window
     step = (w1 - w0) / parts
@@ -825,7 +826,7 @@ def measure_pair(
                 urls = {name: procs[name].url for name in PAIR}
                 lone = asyncio.run(alternating_client(urls, frames, 2 * seconds, warmup))
                 for name in PAIR:
-                    runs[name] = quarters(lone[name], 2 * blocks)
+                    runs[name] = split_window(lone[name], 2 * blocks)
                 order_here = ["alternating request by request", *PAIR]
             else:
                 for name in order:

@@ -99,6 +99,6 @@ def test_an_alternating_client_counts_each_server_at_its_own_time(bench: types.M
     row = bench.summarise_windows([run])
     assert row["seconds"] == pytest.approx(0.6)
     assert row["fps"] == pytest.approx(1 / 0.03)
-    halves = bench.quarters(run, 2)
+    halves = bench.split_window(run, 2)
     assert [h.window for h in halves] == [(0.0, 0.6), (0.6, 1.2)]
     assert bench.summarise_windows(halves)["fps"] == pytest.approx(row["fps"])
