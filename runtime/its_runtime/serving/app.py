@@ -18,8 +18,10 @@ batcher and stop before it.
 
 Warm-up runs on the batcher's worker thread after the server starts listening, so
 ``/live`` answers while a slow engine build runs and ``/ready`` turns true only when
-warm-up has finished; a warm-up that fails is reported through ``/ready`` and
-``services.fatal`` (``its-runtime`` then exits with the message).
+warm-up has finished (and start-up's objects are frozen out of the garbage
+collector's full collections: ``observability.gc_settle``); a warm-up that fails is
+reported through ``/ready`` and ``services.fatal`` (``its-runtime`` then exits with the
+message).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from prometheus_client.registry import Collector
 from its_runtime.config import RuntimeConfig
 from its_runtime.engine import plan as plan_mod
 from its_runtime.engine import stats as engine_stats
-from its_runtime.observability import collectors, metrics, telemetry
+from its_runtime.observability import collectors, gc_settle, metrics, telemetry
 from its_runtime.serving import batching, frames, performance
 from its_runtime.serving.api import middleware, readiness, routes
 from its_runtime.serving.api.services import SERVICES, Preprocessor, Services
@@ -181,6 +183,8 @@ async def _warm_up(services: Services, warmup: Callable[[], object]) -> None:
         return
     elapsed = time.monotonic() - start
     metrics.WARMUP_TIME.set(elapsed)
+    # Before ready: the full collection that start-up's objects would cause mid-serving.
+    gc_settle.settle()
     services.readiness.warmed_up = True
     services.warm.set()
     log.info(

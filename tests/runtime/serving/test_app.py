@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 
 import pytest
@@ -88,3 +89,27 @@ async def test_an_extension_mounts_routes_tasks_and_health_checks(
     assert body["reasons"] == ["dependency redis unhealthy: PING"]
     layer.redis_up = True
     assert (await c.get("/ready")).status == 200
+
+
+async def test_start_up_objects_are_frozen_out_of_full_collections_before_ready() -> None:
+    """A full collection walks every tracked object: with torch loaded, a pause of
+    hundreds of milliseconds that lands on whatever is in flight. The app takes it once
+    before it turns ready and freezes the survivors, so later ones walk only new objects."""
+    gc.unfreeze()
+    tracked_at_start = len(gc.get_objects())
+    config = RuntimeConfig.model_validate(
+        {"model": {"path": "unused.pt2", "inputShape": [3, 64, 64]}}
+    )
+    application = app_mod.create_app(config, ModuleExecutor(TinyDetector(), (3, 64, 64)))
+    try:
+        async with TestClient(TestServer(application)) as c:
+            for _ in range(500):
+                if (await c.get("/ready")).status == 200:
+                    break
+                await asyncio.sleep(0.01)
+            assert (await c.get("/ready")).status == 200
+            assert gc.get_freeze_count() >= tracked_at_start
+            # what a full collection walks now: only what was made since ready
+            assert len(gc.get_objects()) < tracked_at_start // 10
+    finally:
+        gc.unfreeze()
