@@ -35,7 +35,7 @@ from its_runtime import redaction
 from its_runtime.config import DEFAULT_CONFIG_PATH, RuntimeConfig, ServerConfig
 from its_runtime.dataplane import camera, plane, queries
 from its_runtime.dataplane.analytics import analyzer
-from its_runtime.engine import lazy
+from its_runtime.engine import intra_op, lazy
 from its_runtime.engine import plan as plan_mod
 from its_runtime.observability import metrics
 from its_runtime.serving import app as app_mod
@@ -115,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="runtime config YAML")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = parser.parse_args(argv)
+    # Before torch's first parallel op: only the compute thread runs them in parallel.
+    intra_op.reserve()
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

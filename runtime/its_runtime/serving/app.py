@@ -39,6 +39,7 @@ from aiohttp import web
 from prometheus_client.registry import Collector
 
 from its_runtime.config import RuntimeConfig
+from its_runtime.engine import intra_op
 from its_runtime.engine import plan as plan_mod
 from its_runtime.engine import stats as engine_stats
 from its_runtime.observability import collectors, gc_settle, metrics, telemetry
@@ -118,6 +119,7 @@ def create_app(
         else engine_stats.FixedStats(engine_stats.EngineStats.custom()),
         telemetry=tele,
     )
+    services.readiness.describe("torch_threads", intra_op.describe)
     if warmup is None:
         warmup = default_warmup(executor, batcher.plan.warmup_sizes)
     app = web.Application(

@@ -41,6 +41,9 @@ def test_ready_is_false_until_warm_up_has_finished(serve: ServeFn) -> None:
     assert details["ready"] is True
     assert details["backend"] == "eager"
     assert details["fallbacks"] == []
+    # its-runtime keeps torch's parallel kernels on the compute thread (engine.intra_op)
+    assert details["torch_threads"]["confined"] is True
+    assert details["torch_threads"]["other_threads"] == 1
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from typing import TypeVar
 import torch
 
 from its_runtime.detections import Detections
+from its_runtime.engine import intra_op
 from its_runtime.observability import serving_stats as stats
 from its_runtime.serving.batching import errors, predictor
 from its_runtime.serving.batching import executor as executor_mod
@@ -95,7 +96,10 @@ class BatchRunner:
         self._outcomes = outcomes
         self._latency = latency
         self._clock = clock
-        self._compute_pool = concurrent.futures.ThreadPoolExecutor(1, "its-batch-compute")
+        # The only thread whose torch ops run in parallel (engine.intra_op).
+        self._compute_pool = concurrent.futures.ThreadPoolExecutor(
+            1, "its-batch-compute", initializer=intra_op.claim
+        )
         self._stage_pool = concurrent.futures.ThreadPoolExecutor(1, "its-batch-stage")
 
     @property

@@ -1,0 +1,93 @@
+"""Only the compute thread runs torch's kernels in parallel (``engine.intra_op``).
+
+With a second OpenMP team alive (the event loop's, from converting frames), GNU
+OpenMP throttles its spin-wait and the forward on the compute thread ran 2-3x slower
+on 2 cores. These tests run in a fresh interpreter: the rule is about a process's
+first parallel op, which this test process made long ago.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json, sys, threading
+    import torch
+    from its_runtime.config import BatchingConfig
+    from its_runtime.detections import Detections
+    from its_runtime.engine import intra_op
+    from its_runtime.serving.batching import DynamicBatcher
+
+    reserve = sys.argv[1] == "reserve"
+    if reserve:
+        intra_op.reserve(3)
+
+    class Recording:
+        max_batch_size, input_shape, pipeline_depth = 4, (3, 8, 8), 1
+        seen = []
+        def stage(self, frames):
+            return torch.stack(list(frames))
+        def run_batch(self, batch):
+            self.seen.append((threading.current_thread().name, torch.get_num_threads()))
+            torch.rand(256, 256).mul(2.0).sum()  # a parallel op on the compute thread
+            return [Detections() for _ in range(batch.shape[0])]
+
+    async def main():
+        executor = Recording()
+        batcher = DynamicBatcher(executor, BatchingConfig(max_batch_size=4))
+        batcher.start()
+        # the event loop converts frames as the cameras do
+        frame = torch.randint(0, 255, (64, 64, 3), dtype=torch.uint8)
+        frame.permute(2, 0, 1).to(torch.float32).div_(255.0).contiguous()
+        await batcher.submit(torch.zeros(3, 8, 8))
+        later = []
+        t = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        t.start(); t.join()
+        await batcher.close()
+        return {
+            "compute": executor.seen[0],
+            "main": torch.get_num_threads(),
+            "thread_started_later": later[0],
+            "describe": intra_op.describe(),
+        }
+
+    print(json.dumps(asyncio.run(main())))
+    """
+)
+
+
+def _run(mode: str) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, mode],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_after_reserve_only_the_compute_thread_runs_torch_in_parallel() -> None:
+    seen = _run("reserve")
+    assert seen["compute"] == ["its-batch-compute_0", 3]
+    assert seen["main"] == 1  # the event loop: converting frames opens no OpenMP team
+    assert seen["thread_started_later"] == 1
+    assert seen["describe"] == {"confined": True, "compute_thread": 3, "other_threads": 1}
+
+
+def test_without_reserve_torch_keeps_its_defaults_everywhere() -> None:
+    seen = _run("plain")
+    assert seen["compute"] == ["its-batch-compute_0", 2]
+    assert seen["main"] == 2
+    assert seen["thread_started_later"] == 2
+    assert seen["describe"] == {"confined": False, "threads": 2}
