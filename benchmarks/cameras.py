@@ -114,6 +114,7 @@ its cameras decode on the CPU). The capture anchor's decode correction is always
 CPU decode time.
 """
 
+# ruff: noqa: E402  (its_runtime.openmp_env must come before torch is imported)
 from __future__ import annotations
 
 import argparse
@@ -138,6 +139,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+from its_runtime import openmp_env  # first, as in its-runtime's main: before torch loads
+
+OPENMP = openmp_env.effective()
 
 import asyncpg
 import av
@@ -167,6 +172,7 @@ from its_runtime.kits import synth
 from its_runtime.kits.synth_detector import ColourBoxDetector
 from its_runtime.observability import dataplane_stats, gc_settle
 from its_runtime.observability.metrics import PrometheusSchedulerObserver
+from its_runtime.serving import app as app_mod
 from its_runtime.serving.batching import BatchExecutor, DynamicBatcher
 
 log = logging.getLogger("bench-cameras")
@@ -689,6 +695,7 @@ async def run_step(
 ) -> dict[str, Any]:
     step_started = time.monotonic()
     started_at = time.time()
+    choice: intra_op.Choice | None = None
     video, scene = ctx.videos[resolution]
     REC.reset()
     timed = TimedExecutor(det.executor)
@@ -699,6 +706,11 @@ async def run_step(
         plan = getattr(det.executor, "plan", None)
         batcher = DynamicBatcher(timed, BATCHING, plan=plan, observer=PrometheusSchedulerObserver())
         batcher.start()
+        # What its-runtime does after its warm-up: keep the compute thread's intra-op
+        # threads only if they make the forward faster (engine.intra_op.choose).
+        choice = await batcher.call_in_worker(
+            lambda: intra_op.choose(app_mod.probe_forward(det.executor))
+        )
         detector = Batched(batcher, timed)
     else:
         seed = SeedLoop(timed, n, serialise=det.serialise)
@@ -772,6 +784,11 @@ async def run_step(
         await truncate(ctx.dsn)
     run["step_s"] = round(time.monotonic() - step_started, 1)
     run["started_at"] = round(started_at, 2)
+    if choice is not None:
+        run["compute_threads"] = {
+            "chosen": choice.threads,
+            "probe_ms": {str(n): round(t * 1000, 2) for n, t in sorted(choice.seconds.items())},
+        }
     return run
 
 
@@ -1320,8 +1337,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "platform": platform.platform(),
             "python": platform.python_version(),
             "torch": torch.__version__,
+            "openmp": OPENMP,
             "torch_threads": {
-                "ours_compute_thread": compute_threads,
+                "ours_compute_thread": f"{compute_threads} reserved; each step keeps them "
+                "only if they make a lone forward >= 1.25x faster (engine.intra_op.choose; "
+                "per step: compute_threads)",
                 "every_other_thread": 1,
                 "seed_loop_camera_threads": 1,
             },

@@ -31,7 +31,8 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 import pydantic
 from aiohttp import web
 
-from its_runtime import redaction
+# openmp_env first, for its effect: libgomp reads it when torch loads (the imports below).
+from its_runtime import openmp_env, redaction  # noqa: F401
 from its_runtime.config import DEFAULT_CONFIG_PATH, RuntimeConfig, ServerConfig
 from its_runtime.dataplane import camera, plane, queries
 from its_runtime.dataplane.analytics import analyzer

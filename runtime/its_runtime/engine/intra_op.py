@@ -28,14 +28,27 @@ op), so :func:`claim` first fixes its own thread's count (its lazy initialisatio
 happens now, not after), then puts the default back to 1 from a short-lived thread.
 Without :func:`reserve` (a library user, the tests) nothing changes: torch's defaults
 everywhere.
+
+After warm-up, :func:`choose` times one forward of a lone frame with the reserved count
+and with 1 and keeps the extra threads only if they make it at least
+:data:`MIN_SPEEDUP` faster: the colour-box detector (96x160) ran no faster on two and
+its team's spin cost 0.49 core per 1080p camera against 0.25 on one thread; SSDlite320
+runs 1.65x faster on two. ``/ready`` (``torch_threads``) shows the choice and the
+timings.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import statistics
 import threading
+import time
+from collections.abc import Callable
 
 import torch
+
+from its_runtime import openmp_env
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +78,71 @@ def claim() -> int:
     if count is None:
         return int(torch.get_num_threads())
     torch.get_num_threads()  # this thread's lazy initialisation, now, at the default
-    torch.set_num_threads(count)
-    _set_default(1)
+    _use(count)
     log.info(
         "torch intra-op threads: %d on %s, 1 elsewhere", count, threading.current_thread().name
     )
     return count
+
+
+#: The extra threads must make the forward at least this much faster to be kept: they
+#: cost up to their number times the CPU, which the camera decoders need.
+MIN_SPEEDUP = 1.25
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    threads: int
+    #: Median seconds of one probe forward, by thread count.
+    seconds: dict[int, float]
+
+
+_choice: Choice | None = None
+
+
+def pick(seconds: dict[int, float], min_speedup: float = MIN_SPEEDUP) -> int:
+    """The thread count to keep: the most threads whose forward beats one thread's by
+    ``min_speedup`` (else 1)."""
+    single = seconds[1]
+    faster = [n for n, t in seconds.items() if n > 1 and t * min_speedup <= single]
+    return max(faster, default=1)
+
+
+def choose(probe: Callable[[], object], repeats: int = 5) -> Choice:
+    """On the compute thread, after warm-up: time ``probe`` (one forward) with the
+    reserved count and with 1, keep the count :func:`pick` says. A small model's
+    forward (the colour-box detector's: 96x160) gains nothing from a second thread and
+    pays its spin-wait in CPU; SSDlite320's runs 1.65x faster on two."""
+    global _choice
+    count = _reserved
+    if count is None or count == 1:
+        return Choice(int(torch.get_num_threads()), {})
+    seconds = {n: _median_time(probe, n, repeats) for n in (count, 1)}
+    winner = pick(seconds)
+    _use(winner)
+    _choice = Choice(winner, seconds)
+    log.info(
+        "torch intra-op threads on the compute thread: %d (probe forward %s)",
+        winner,
+        ", ".join(f"{n} threads {t * 1000:.1f} ms" for n, t in sorted(seconds.items())),
+    )
+    return _choice
+
+
+def _median_time(probe: Callable[[], object], count: int, repeats: int) -> float:
+    _use(count)
+    probe()  # the first call at a new count pays the team's start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        probe()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _use(count: int) -> None:
+    torch.set_num_threads(count)
+    _set_default(1)
 
 
 def _set_default(count: int) -> None:
@@ -84,6 +156,18 @@ def _set_default(count: int) -> None:
 
 def describe() -> dict[str, object]:
     """For ``/ready``: who runs torch's parallel kernels."""
+    openmp = openmp_env.effective()
     if _reserved is None:
-        return {"confined": False, "threads": int(torch.get_num_threads())}
-    return {"confined": True, "compute_thread": _reserved, "other_threads": 1}
+        return {"confined": False, "threads": int(torch.get_num_threads()), "openmp": openmp}
+    chosen = _choice.threads if _choice is not None else _reserved
+    probe = (
+        {str(n): round(t * 1000, 2) for n, t in sorted(_choice.seconds.items())} if _choice else {}
+    )
+    return {
+        "confined": True,
+        "compute_thread": chosen,
+        "reserved": _reserved,
+        "probe_ms_by_threads": probe,
+        "other_threads": 1,
+        "openmp": openmp,
+    }

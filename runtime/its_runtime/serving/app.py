@@ -66,6 +66,16 @@ def default_warmup(executor: batching.BatchExecutor, sizes: Sequence[int]) -> Ca
     return run
 
 
+def probe_forward(executor: batching.BatchExecutor) -> Callable[[], object]:
+    """One forward of a lone zero frame: what ``engine.intra_op.choose`` times."""
+
+    def run() -> object:
+        with torch.inference_mode():
+            return executor.run_batch(torch.zeros((1, *executor.input_shape)))
+
+    return run
+
+
 def create_app(
     config: RuntimeConfig,
     executor: batching.BatchExecutor,
@@ -134,14 +144,14 @@ def create_app(
         device=frames.engine_device(executor),
     )
     routes.add_routes(app)
-    app.cleanup_ctx.append(_lifecycle(services, warmup))
+    app.cleanup_ctx.append(_lifecycle(services, warmup, probe_forward(executor)))
     for extension in extensions:
         extension(app, services)
     return app
 
 
 def _lifecycle(
-    services: Services, warmup: Callable[[], object]
+    services: Services, warmup: Callable[[], object], probe: Callable[[], object]
 ) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def run(app: web.Application) -> AsyncIterator[None]:
@@ -156,7 +166,7 @@ def _lifecycle(
         metrics.DRAINING.set(0)
         services.batcher.start()
         tasks = [
-            asyncio.create_task(_warm_up(services, warmup), name="its-warmup"),
+            asyncio.create_task(_warm_up(services, warmup, probe), name="its-warmup"),
             asyncio.create_task(_watch_alerts(services), name="its-alerts"),
         ]
         try:
@@ -174,7 +184,9 @@ def _lifecycle(
     return run
 
 
-async def _warm_up(services: Services, warmup: Callable[[], object]) -> None:
+async def _warm_up(
+    services: Services, warmup: Callable[[], object], probe: Callable[[], object]
+) -> None:
     start = time.monotonic()
     try:
         await services.batcher.call_in_worker(warmup)
@@ -185,6 +197,10 @@ async def _warm_up(services: Services, warmup: Callable[[], object]) -> None:
         return
     elapsed = time.monotonic() - start
     metrics.WARMUP_TIME.set(elapsed)
+    try:  # keep the compute thread's intra-op threads only where they pay
+        await services.batcher.call_in_worker(lambda: intra_op.choose(probe))
+    except Exception:
+        log.exception("timing the forward by thread count failed; keeping the reserved count")
     # Before ready: the full collection that start-up's objects would cause mid-serving.
     gc_settle.settle()
     services.readiness.warmed_up = True

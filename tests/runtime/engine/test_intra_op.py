@@ -82,7 +82,15 @@ def test_after_reserve_only_the_compute_thread_runs_torch_in_parallel() -> None:
     assert seen["compute"] == ["its-batch-compute_0", 3]
     assert seen["main"] == 1  # the event loop: converting frames opens no OpenMP team
     assert seen["thread_started_later"] == 1
-    assert seen["describe"] == {"confined": True, "compute_thread": 3, "other_threads": 1}
+    described = seen["describe"]
+    assert isinstance(described, dict)
+    assert {k: described[k] for k in ("confined", "compute_thread", "other_threads")} == {
+        "confined": True,
+        "compute_thread": 3,
+        "other_threads": 1,
+    }
+    # this script imported torch first: the spin setting is reported as too late
+    assert described["openmp"] == {"GOMP_SPINCOUNT": "10000", "before_torch": False}
 
 
 def test_without_reserve_torch_keeps_its_defaults_everywhere() -> None:
@@ -90,4 +98,74 @@ def test_without_reserve_torch_keeps_its_defaults_everywhere() -> None:
     assert seen["compute"] == ["its-batch-compute_0", 2]
     assert seen["main"] == 2
     assert seen["thread_started_later"] == 2
-    assert seen["describe"] == {"confined": False, "threads": 2}
+    described = seen["describe"]
+    assert isinstance(described, dict)
+    assert (described["confined"], described["threads"]) == (False, 2)
+
+
+def test_its_runtime_sets_the_openmp_spin_before_torch_loads() -> None:
+    probe = (
+        "import sys, its_runtime.main, json; from its_runtime import openmp_env; "
+        "print(json.dumps(openmp_env.effective()))"
+    )
+    for env, want in (({}, "10000"), ({"GOMP_SPINCOUNT": "5"}, "5")):
+        out = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={"PATH": "/usr/bin:/bin", **env},
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        seen = json.loads(out.stdout.strip().splitlines()[-1])
+        assert seen == {"GOMP_SPINCOUNT": want, "before_torch": True}
+
+
+def test_extra_threads_are_kept_only_where_they_make_the_forward_faster() -> None:
+    from its_runtime.engine import intra_op
+
+    assert intra_op.pick({2: 0.0097, 1: 0.0160}) == 2  # SSDlite320: 1.65x on two threads
+    assert intra_op.pick({2: 0.0031, 1: 0.0025}) == 1  # a small model: slower on two
+    assert intra_op.pick({2: 0.0090, 1: 0.0100}) == 1  # 1.11x does not pay for a core
+    assert intra_op.pick({4: 0.004, 2: 0.006, 1: 0.010}) == 4
+
+
+CHOOSE = textwrap.dedent(
+    """
+    import json, sys, time, threading, concurrent.futures
+    import torch
+    from its_runtime.engine import intra_op
+    intra_op.reserve(3)
+    helps = sys.argv[1] == "helps"
+
+    def probe():  # a forward whose speed depends on this thread's count
+        many = torch.get_num_threads() > 1
+        time.sleep(0.004 if many == helps else 0.012)
+
+    pool = concurrent.futures.ThreadPoolExecutor(1, initializer=intra_op.claim)
+    choice = pool.submit(intra_op.choose, probe).result()
+    after = pool.submit(torch.get_num_threads).result()
+    later = []
+    t = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    t.start(); t.join()
+    print(json.dumps({"chosen": choice.threads, "after": after, "later": later[0],
+                      "describe": intra_op.describe()["compute_thread"]}))
+    """
+)
+
+
+def test_the_compute_thread_keeps_the_count_its_probe_forward_ran_fastest_with() -> None:
+    for mode, want in (("helps", 3), ("hurts", 1)):
+        out = subprocess.run(
+            [sys.executable, "-c", CHOOSE, mode],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={"PATH": "/usr/bin:/bin"},
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        seen = json.loads(out.stdout.strip().splitlines()[-1])
+        # the compute thread runs at the chosen count; threads starting later stay at 1
+        assert seen == {"chosen": want, "after": want, "later": 1, "describe": want}
