@@ -30,11 +30,11 @@ Without :func:`reserve` (a library user, the tests) nothing changes: torch's def
 everywhere.
 
 After warm-up, :func:`choose` times one forward of a lone frame with the reserved count
-and with 1 and keeps the extra threads only if they make it at least
-:data:`MIN_SPEEDUP` faster: the colour-box detector (96x160) ran no faster on two and
-its team's spin cost 0.49 core per 1080p camera against 0.25 on one thread; SSDlite320
-runs 1.65x faster on two. ``/ready`` (``torch_threads``) shows the choice and the
-timings.
+and with 1, each after a pause as between camera frames, and keeps the extra threads
+only if they make it at least :data:`MIN_SPEEDUP` faster: the colour-box detector
+(96x160) gains nothing from a second thread, whose spin and wake-ups cost 0.49 core per
+1080p camera against 0.25 on one; SSDlite320 runs about 1.6x faster on two. ``/ready``
+(``torch_threads``) shows the choice and the timings.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def pick(seconds: dict[int, float], min_speedup: float = MIN_SPEEDUP) -> int:
     return max(faster, default=1)
 
 
-def choose(probe: Callable[[], object], repeats: int = 5) -> Choice:
+def choose(probe: Callable[[], object], repeats: int = 7) -> Choice:
     """On the compute thread, after warm-up: time ``probe`` (one forward) with the
     reserved count and with 1, keep the count :func:`pick` says. A small model's
     forward (the colour-box detector's: 96x160) gains nothing from a second thread and
@@ -129,11 +129,21 @@ def choose(probe: Callable[[], object], repeats: int = 5) -> Choice:
     return _choice
 
 
+#: The pause before each timed probe forward: a 30 fps camera's frame interval, so the
+#: team's threads (and an idle vCPU) have gone to sleep, as between camera frames.
+#: Timed back to back, a hot team made the colour-box forward look faster on two
+#: threads (0.98 vs 1.45 ms; 5 ms pauses still 1.1-1.6 vs 1.1-1.8 ms); after 33 ms
+#: pauses it took 2.3-2.9 ms on two against 2.5 on one, while SSDlite320 took 11.6-13.4
+#: ms on two against 18.2-21.5 on one.
+PAUSE_S = 0.033
+
+
 def _median_time(probe: Callable[[], object], count: int, repeats: int) -> float:
     _use(count)
     probe()  # the first call at a new count pays the team's start
     times = []
     for _ in range(repeats):
+        time.sleep(PAUSE_S)
         start = time.perf_counter()
         probe()
         times.append(time.perf_counter() - start)
