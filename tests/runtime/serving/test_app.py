@@ -108,7 +108,8 @@ async def test_start_up_objects_are_frozen_out_of_full_collections_before_ready(
                     break
                 await asyncio.sleep(0.01)
             assert (await c.get("/ready")).status == 200
-            assert gc.get_freeze_count() >= tracked_at_start
+            # the survivors of start-up (the collection first frees its garbage)
+            assert gc.get_freeze_count() >= tracked_at_start // 2
             # what a full collection walks now: only what was made since ready
             assert len(gc.get_objects()) < tracked_at_start // 10
     finally:
