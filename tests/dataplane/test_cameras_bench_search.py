@@ -7,27 +7,21 @@ step, the one retry) are checked exactly, not inferred from a noisy run.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import pathlib
-import sys
 import types
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from tests import bench_modules
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bench() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("cameras_bench", ROOT / "benchmarks/cameras.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return bench_modules.load("cameras.py", "cameras_bench")
 
 
 def _ctx(bench: types.ModuleType, *, retries: bool = True, warm_up: bool = True) -> Any:

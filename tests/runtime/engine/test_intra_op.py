@@ -13,6 +13,7 @@ import pathlib
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 
@@ -63,17 +64,22 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _run(mode: str) -> dict[str, object]:
+def _fresh_python(script: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    """Run ``script`` in a fresh interpreter; its last stdout line, parsed as JSON."""
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, mode],
+        [sys.executable, "-c", script, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
-        env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _run(mode: str) -> dict[str, object]:
+    result: dict[str, object] = _fresh_python(SCRIPT, mode, env={"OMP_NUM_THREADS": "2"})
     return result
 
 
@@ -109,16 +115,7 @@ def test_its_runtime_sets_the_openmp_spin_before_torch_loads() -> None:
         "print(json.dumps(openmp_env.effective()))"
     )
     for env, want in (({}, "10000"), ({"GOMP_SPINCOUNT": "5"}, "5")):
-        out = subprocess.run(
-            [sys.executable, "-c", probe],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={"PATH": "/usr/bin:/bin", **env},
-        )
-        assert out.returncode == 0, out.stderr[-2000:]
-        seen = json.loads(out.stdout.strip().splitlines()[-1])
+        seen = _fresh_python(probe, env=env)
         assert seen == {"GOMP_SPINCOUNT": want, "before_torch": True}
 
 
@@ -157,15 +154,6 @@ CHOOSE = textwrap.dedent(
 
 def test_the_compute_thread_keeps_the_count_its_probe_forward_ran_fastest_with() -> None:
     for mode, want in (("helps", 3), ("hurts", 1)):
-        out = subprocess.run(
-            [sys.executable, "-c", CHOOSE, mode],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={"PATH": "/usr/bin:/bin"},
-        )
-        assert out.returncode == 0, out.stderr[-2000:]
-        seen = json.loads(out.stdout.strip().splitlines()[-1])
+        seen = _fresh_python(CHOOSE, mode)
         # the compute thread runs at the chosen count; threads starting later stay at 1
         assert seen == {"chosen": want, "after": want, "later": 1, "describe": want}

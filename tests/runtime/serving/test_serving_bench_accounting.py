@@ -6,28 +6,22 @@ tested on hand-made request records, not taken on trust from a run.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import pathlib
-import sys
 import types
 from typing import Any
 
 import numpy as np
 import pytest
 
+from tests import bench_modules
+
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
 def bench() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("serving_bench", ROOT / "benchmarks/serving.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return bench_modules.load("serving.py", "serving_bench")
 
 
 def _run(
